@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make quickstart` and `make test`.
+# Both create (or reuse) the virtualenv in $(VENV) and install the package with the CPU build of TensorFlow.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,test
+
+.PHONY: quickstart test test-all lint clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(PY) runner.py recipes/quickstart.gin
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q -m ''
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check supcon tests runner.py benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,154 @@
+"""The run-directory contract: file names, atomic writes, status.
+
+The run directory is the only interface between the runner, the trainer and the reporter. The trainer
+writes, the runner writes `point.json` and the claim, the reporter only reads. This module imports no
+TensorFlow so that the runner and the reporter stay fast.
+
+Layout of one run directory::
+
+    point.json            the grid point: recipe, id, slug, bindings (written by the runner)
+    config.gin            the gin config as parsed (files + bindings)
+    operative_config.gin  the values gin actually used
+    env.json              git SHA and dirty flag, package versions, devices, strategy, replicas
+    metrics.jsonl         append-only, one JSON object per log interval and per evaluation
+    tb/                   TensorBoard events
+    ckpt/                 checkpoints (tf.train.CheckpointManager)
+    export/               SavedModel: images -> embeddings, logits
+    embeddings.npz        test-set encoder embeddings and labels (for the reporter's plots)
+    status.json           {"state": running|done|failed, "step", "reason", "time"}
+    result.json           final flat metrics, written last and atomically: its presence means done
+    claim.json            the runner's claim on the point (host, pid, heartbeat time)
+    log.txt               the subprocess's stdout and stderr (written by the runner)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+POINT = "point.json"
+CONFIG = "config.gin"
+OPERATIVE_CONFIG = "operative_config.gin"
+ENV = "env.json"
+METRICS = "metrics.jsonl"
+TB_DIR = "tb"
+CKPT_DIR = "ckpt"
+EXPORT_DIR = "export"
+EMBEDDINGS = "embeddings.npz"
+STATUS = "status.json"
+RESULT = "result.json"
+CLAIM = "claim.json"
+LOG = "log.txt"
+
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+
+# Keys of result.json that every finished run carries.
+RESULT_KEYS = ("eval/top1", "eval/top5", "step", "train_seconds", "images_per_second")
+
+
+def _json_default(value: Any) -> Any:
+    """Makes numpy scalars and arrays JSON-serialisable without importing numpy here."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _clean(value: Any) -> Any:
+    """Replaces non-finite floats by None (JSON has no NaN) recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(obj: Any) -> str:
+    """Serialises `obj` as compact, sorted JSON (numpy values allowed, NaN becomes null)."""
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), sort_keys=True)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to `path` so that readers see the old file or the new one, never half of it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes `obj` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(json.loads(dumps(obj)), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    """Returns the JSON content of `path`, or `default` when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Appends one JSON object as a line; a crash can at worst leave a truncated last line."""
+    with open(path, "a") as f:
+        f.write(dumps(record) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+    """Yields the JSON objects of a `.jsonl` file, skipping a truncated last line."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def write_status(run_dir: str, state: str, step: int = 0, reason: str = "") -> None:
+    """Records the run's state (`running`, `done` or `failed`) with the step and a reason."""
+    if state not in (RUNNING, DONE, FAILED):
+        raise ValueError(f"state must be one of running, done, failed; got {state!r}")
+    write_json_atomic(
+        os.path.join(run_dir, STATUS),
+        {"state": state, "step": int(step), "reason": reason, "time": time.time()},
+    )
+
+
+def point_status(run_dir: str) -> str:
+    """Classifies a run directory: `done`, `failed`, `partial` (has a checkpoint or started) or `new`."""
+    if os.path.exists(os.path.join(run_dir, RESULT)):
+        return DONE
+    status = read_json(os.path.join(run_dir, STATUS), {}) or {}
+    if status.get("state") == FAILED:
+        return FAILED
+    ckpt = os.path.join(run_dir, CKPT_DIR)
+    if (os.path.isdir(ckpt) and os.listdir(ckpt)) or status:
+        return "partial"
+    return "new"
