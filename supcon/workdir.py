@@ -88,6 +88,7 @@ def write_text_atomic(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; run files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,229 @@
+"""One run: parse gin, call the root. Also validates many grid points in one process for the runner.
+
+    python -m supcon.main --workdir DIR --gin_file FILE [--gin_file ...] [--gin_param 'BINDING' ...]
+    python -m supcon.main --validate SPEC.json
+
+SPEC.json is a list of {"name", "gin_files", "gin_params"}; one JSON line {"name", "error"} is printed per
+point, and the exit code is 0 iff every point is valid. Environment: SUPCON_THREADS caps TF's thread pools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Run directory (created; a rerun resumes from its last checkpoint).")
+flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
+flags.DEFINE_string("validate", None, "Validate the points listed in this JSON file and exit.")
+
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+
+def _import_tensorflow_quietly():
+    """Imports TF with file descriptor 2 redirected: hides the import-time oneDNN banner, keeps the speed."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _register():
+    """Imports every module that registers gin configurables, plus the runner-only namespaces."""
+    import gin
+
+    from supcon import train  # noqa: F401  (registers the root and, through it, every component)
+
+    if "grid" not in _registered:
+
+        @gin.configurable("grid")
+        def _grid(axes=None, points=None):
+            return axes, points
+
+        @gin.configurable("report")
+        def _report(**kwargs):
+            return kwargs
+
+        _registered.add("grid")
+
+
+_registered: set = set()
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: type and message with newlines folded."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def parse(gin_files: list[str], gin_params: list[str]) -> None:
+    """Parses gin files and bindings strictly (unknown configurables or parameters are errors)."""
+    import gin
+
+    gin.clear_config()
+    gin.add_config_file_search_path(RECIPES_DIR)
+    for path in gin_files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"gin file not found: {path}")
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries before it finds the file
+    try:
+        gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=False)
+    finally:
+        logging.set_verbosity(verbosity)
+    missing = unfilled_required()
+    if missing:
+        raise ValueError(f"unfilled %gin.REQUIRED: {', '.join(missing)}")
+
+
+def unfilled_required() -> list[str]:
+    """Bindings whose value is (a macro chain ending in) %gin.REQUIRED."""
+    from gin import config
+
+    macros = {scope: v.get("value") for (scope, sel), v in config._CONFIG.items() if sel == "gin.macro"}
+    missing = []
+    for (scope, selector), params in config._CONFIG.items():
+        if selector == "gin.macro":
+            continue
+        for name, value in params.items():
+            seen = set()
+            text = repr(value)
+            while text.startswith("%") and text[1:] in macros and text not in seen:
+                seen.add(text)
+                text = repr(macros[text[1:]])
+            if text == "%gin.REQUIRED":
+                missing.append(f"{scope + '/' if scope else ''}{selector.split('.')[-1]}.{name}")
+    return sorted(missing)
+
+
+def method_scope() -> str | None:
+    """The gin scope of the root: the METHOD macro (e.g. 'supcon'), or None when it is not bound.
+
+    Protocols bind the root per method (`supcon/train_and_evaluate.stages = ...`), so one recipe can hold
+    several methods and a grid point picks one by setting METHOD.
+    """
+    import gin
+    from gin import config
+
+    try:
+        method = gin.query_parameter("%METHOD")
+    except ValueError:
+        return None
+    if not isinstance(method, str) or not method:
+        raise ValueError(f"METHOD must be a non-empty string; got {method!r}")
+    if not any(scope == method for scope, _ in config._CONFIG):
+        raise ValueError(
+            f"METHOD = {method!r} names no method: nothing is bound in the scope {method}/ "
+            "(the protocols define supcon, simclr, supcon_joint and cross_entropy)"
+        )
+    return method
+
+
+def call_root(workdir: str, validate_only: bool = False):
+    """Calls the gin root inside the method scope."""
+    import gin
+
+    from supcon import train
+
+    with gin.config_scope(method_scope()):
+        if validate_only:
+            return train.validate_config()
+        return train.train_and_evaluate(workdir=workdir)
+
+
+def validate(spec_path: str) -> int:
+    """Parses and checks every point of a spec file; prints one JSON line per point."""
+    with open(spec_path) as f:
+        points = json.load(f)
+    failures = 0
+    for point in points:
+        error = None
+        try:
+            parse(point.get("gin_files", []), point.get("gin_params", []))
+            call_root("", validate_only=True)
+        except Exception as e:  # noqa: BLE001 - every error becomes the point's one-line message
+            error = one_line(e)
+            failures += 1
+        print(json.dumps({"name": point.get("name"), "error": error}), flush=True)
+    return 1 if failures else 0
+
+
+def _set_threads():
+    threads = os.environ.get("SUPCON_THREADS")
+    if threads:
+        import tensorflow as tf
+
+        n = max(1, int(threads))
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+
+
+def _configure_devices():
+    """Makes the logical CPU devices a 'mirrored' topology asks for when there is no GPU."""
+    import gin
+    import tensorflow as tf
+
+    from supcon import distribute
+
+    def query(name, default):
+        try:
+            return gin.query_parameter(f"train_and_evaluate.{name}")
+        except ValueError:
+            return default
+
+    if query("topology", "one_device") == "mirrored" and not tf.config.list_physical_devices("GPU"):
+        distribute.configure_logical_cpus(query("num_devices", None) or 1)
+
+
+def run_one(workdir: str, gin_files: list[str], gin_params: list[str]) -> int:
+    """Trains/evaluates one point; on failure status.json says why and the exit code is 1."""
+    from supcon import workdir as wd
+
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        parse(gin_files, gin_params)
+        _set_threads()
+        _configure_devices()
+        import gin
+
+        wd.write_text_atomic(os.path.join(workdir, wd.CONFIG), gin.config_str())
+        call_root(workdir)
+    except Exception as e:  # noqa: BLE001 - recorded in status.json, then re-raised as exit code 1
+        status = wd.read_json(os.path.join(workdir, wd.STATUS), {}) or {}
+        wd.write_status(workdir, wd.FAILED, getattr(e, "step", status.get("step", 0)), one_line(e))
+        traceback.print_exc()
+        print(f"FAILED: {one_line(e)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _import_tensorflow_quietly()
+    _register()
+    if FLAGS.validate:
+        return validate(FLAGS.validate)
+    if not FLAGS.workdir:
+        raise app.UsageError("--workdir is required (or --validate SPEC.json)")
+    if not FLAGS.gin_file:
+        raise app.UsageError("at least one --gin_file is required")
+    return run_one(FLAGS.workdir, FLAGS.gin_file, FLAGS.gin_param)
+
+
+if __name__ == "__main__":
+    app.run(main)
