@@ -1,0 +1,265 @@
+"""The reporter: run directories -> `reports/<recipe>/README.md` with tables and PNG plots.
+
+Usage::
+
+    python -m supcon.report runs/<recipe-stem> --out reports/<recipe-stem>
+
+Reads only run directories (`point.json`, `status.json`, `result.json`, `env.json`, `metrics.jsonl`,
+`embeddings.npz`); never trains and never imports TensorFlow. The table is shaped by the recipe's `report.*`
+bindings (rows, columns, metrics, paper, paper_rows, paper_columns, title), copied into each `point.json` by
+the runner. Cells are mean ± std (n) over the SEED axis, with the paper's number and the difference beside
+them; failed and missing points are listed with their reason. The output is deterministic (no timestamps),
+so a report can be committed and diffed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+from supcon import report_plots, workdir
+from supcon.report_data import (
+    MISSING,
+    SEED,
+    Run,
+    choose_layout,
+    independent_macros,
+    load_runs,
+    report_spec,
+    sort_key,
+    table_metrics,
+    value_label,
+    varying_macros,
+)
+from supcon.report_header import format_seconds, header, paper_note, scale_values
+from supcon.report_tables import (
+    LEGEND,
+    format_number,
+    is_fraction,
+    load_paper_numbers,
+    markdown_table,
+    results_table,
+)
+
+README = "README.md"
+STATE_ORDER = (workdir.FAILED, "partial", "new", "absent")
+
+
+def _point_label(run: Run, macros: list[str]) -> str:
+    return ", ".join(f"{m}={value_label(run.values.get(m))}" for m in macros) or "all"
+
+
+def problems_section(runs: list[Run]) -> list[str]:
+    """Failed and missing points with their state, step and reason; never silently dropped."""
+    lines = ["## Failed and missing points", ""]
+    bad = [r for r in runs if r.state != workdir.DONE]
+    if not bad:
+        return lines + ["None: every planned point finished.", ""]
+    macros = independent_macros(runs, varying_macros(runs))
+    bad.sort(
+        key=lambda r: (
+            STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 9,
+            tuple(sort_key(r.values.get(m)) for m in macros + [SEED]),
+            r.slug,
+        )
+    )
+    rows = [
+        [
+            _point_label(r, macros),
+            value_label(r.values.get(SEED)),
+            r.state,
+            str(r.step),
+            (r.reason.strip().splitlines() or [MISSING])[0][:200],
+            f"`{r.slug}`",
+        ]
+        for r in bad
+    ]
+    return lines + [markdown_table(["point", SEED, "state", "step", "reason", "run dir"], rows), ""]
+
+
+def runs_appendix(runs: list[Run], metrics: list[str]) -> list[str]:
+    """Every run directory with its values, state, metrics, steps, train time and git SHA."""
+    macros = varying_macros(runs) + [SEED]
+    rows = []
+    for run in sorted((r for r in runs if r.path), key=lambda r: r.slug):
+        cells = [
+            format_number(v, is_fraction(m)) if (v := run.metric(m)) is not None else MISSING
+            for m in metrics
+        ]
+        seconds = run.metric("train_seconds")
+        rows.append(
+            [
+                f"`{run.slug}`",
+                _point_label(run, macros),
+                run.state,
+                *cells,
+                value_label(run.result.get("step")) if run.result else str(run.step),
+                format_seconds(seconds) if seconds is not None else MISSING,
+                str(run.env.get("git_sha", MISSING))[:12],
+            ]
+        )
+    table = markdown_table(
+        ["run dir", "values", "state", *metrics, "step", "train time", "git"], rows
+    )
+    return [
+        "## All runs",
+        "",
+        f"<details><summary>{len(rows)} run directories</summary>",
+        "",
+        table,
+        "",
+        "</details>",
+        "",
+    ]
+
+
+def plots_section(runs: list[Run], rows: list[str], metrics: list[str], out: str) -> list[str]:
+    """Writes the PNGs into `out` and returns the markdown that links them relatively."""
+    lines = ["## Plots", ""]
+    shown = [m for m in metrics if any(r.metric(m) is not None for r in runs)] or metrics[:1]
+    for axis in report_plots.numeric_axes(runs):
+        name = f"sweep_{axis.lower()}.png"
+        report_plots.sweep_plot(runs, axis, shown, os.path.join(out, name))
+        lines += [
+            f"### {' / '.join(shown)} vs {axis}",
+            "",
+            f"Mean ± std over {SEED} (error bars); one line per setting of the other axes.",
+            "",
+            f"![{axis} sweep]({name})",
+            "",
+        ]
+    if report_plots.curves_plot(runs, os.path.join(out, "curves.png")):
+        lines += [
+            "### Training curves",
+            "",
+            "Loss vs step per stage (and eval/top1 when evaluated "
+            "during training); faint lines are single seeds, solid lines their mean.",
+            "",
+            "![training curves](curves.png)",
+            "",
+        ]
+    lines += _embedding_lines(runs, rows[:1], shown[0], out)
+    if len(lines) == 2:
+        lines += ["No plot: no run has results, curves or embeddings.", ""]
+    return lines
+
+
+def _embedding_lines(runs: list[Run], by: list[str], metric: str, out: str) -> list[str]:
+    """Draws embeddings.png for the best finished run of each value of `by`; returns its markdown."""
+    chosen = report_plots.best_runs(runs, by, metric)[: report_plots.MAX_PANELS]
+    if not chosen:
+        return []
+    problems = report_plots.embedding_plot(chosen, metric, os.path.join(out, "embeddings.png"))
+    which = f"for each {by[0]}" if by else "of all"
+    return [
+        "### Test-set embeddings (PCA)",
+        "",
+        f"The finished run with the best {metric} {which}: its test-set encoder embeddings projected "
+        "on their first two principal components, coloured by class.",
+        "",
+        *[f"- {label}: `{run.slug}`" for label, run in chosen],
+        *[f"- problem: {p}" for p in problems],
+        "",
+        "![embeddings](embeddings.png)",
+        "",
+    ]
+
+
+def load_checked(runs_dir: str) -> tuple[list[Run], dict, list[dict]]:
+    """The runs, their validated report spec and the paper numbers.
+
+    Raises:
+      ValueError: if `runs_dir` is missing or holds no run directory, or the spec is invalid.
+    """
+    runs = load_runs(runs_dir)
+    spec = report_spec(runs)
+    numbers = load_paper_numbers()
+    tables = sorted({n["table"] for n in numbers})
+    if spec["paper"] is not None and spec["paper"] not in tables:
+        raise ValueError(f"report.paper must be one of {tables}; got {spec['paper']!r}")
+    return runs, spec, numbers
+
+
+def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
+    """Reads the runs under `runs_dir`, writes the PNGs into `out` and returns the README markdown."""
+    runs, spec, numbers = load_checked(runs_dir)
+    rows, columns, extra = choose_layout(runs, spec)
+    metrics = table_metrics(runs, spec)
+    table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
+    lines = header(runs, spec) + ["## Results", "", table, "", LEGEND, ""]
+    if extra:
+        lines += [
+            f"Rows are also split by {', '.join(extra)}: they vary across the grid and "
+            "report.rows / report.columns do not determine them.",
+            "",
+        ]
+    if spec["paper"] and not quoted:
+        lines += [
+            f"No number of the paper's {spec['paper']} matched these rows; map them with "
+            "report.paper_rows / report.paper_columns.",
+            "",
+        ]
+    lines += paper_note(quoted, scale_values(runs))
+    lines += (
+        plots_section(runs, rows, metrics, out)
+        if plots
+        else ["## Plots", "", "Not drawn (--no_plots).", ""]
+    )
+    lines += problems_section(runs) + runs_appendix(runs, metrics)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_report(runs_dir: str, out_dir: str, plots: bool = True) -> str:
+    """Builds the report in a staging folder, then moves it into `out_dir`; returns the README path.
+
+    Each file lands by an atomic rename, the README last; PNGs from an earlier report that this one no
+    longer draws are removed. Nothing is written when reading the runs fails.
+
+    Raises:
+      ValueError: if `runs_dir` is missing, holds no run directory or has an invalid report spec.
+    """
+    load_checked(runs_dir)  # fail before creating anything
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".report-", dir=parent)
+    try:
+        text = build_report(runs_dir, stage, plots)
+        os.makedirs(out_dir, exist_ok=True)
+        drawn = sorted(f for f in os.listdir(stage) if f.endswith(".png"))
+        for name in os.listdir(out_dir):
+            if name.endswith(".png") and name not in drawn:
+                os.remove(os.path.join(out_dir, name))
+        for name in drawn:
+            os.replace(os.path.join(stage, name), os.path.join(out_dir, name))
+        workdir.write_text_atomic(os.path.join(out_dir, README), text)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return os.path.join(out_dir, README)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: `python -m supcon.report RUNS_DIR [--out OUT] [--no_plots]`; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m supcon.report", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "runs_dir", help="folder of one recipe's run directories (runs/<recipe-stem>)"
+    )
+    parser.add_argument("--out", help="output folder (default: reports/<basename of runs_dir>)")
+    parser.add_argument("--no_plots", action="store_true", help="write the markdown only")
+    args = parser.parse_args(argv)
+    out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.runs_dir)))
+    try:
+        path = write_report(args.runs_dir, out, plots=not args.no_plots)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Reading run directories for the reporter: runs, their values, the report spec and missing points.
+
+Reads only what the runner and the trainer wrote (`point.json`, `status.json`, `result.json`, `env.json`);
+imports no TensorFlow. A folder of runs is `<runs_dir>/<slug>/point.json`, one level deep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from supcon import workdir
+
+SEED = "SEED"
+ABSENT = "absent"  # a planned point with no run directory at all
+MISSING = "–"  # shown for a value, metric or spread that does not exist
+DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
+SPEC_KEYS = ("rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns")
+
+
+@dataclasses.dataclass
+class Run:
+    """One grid point as found on disk (or inferred as absent).
+
+    Attributes:
+      slug: the run directory's name.
+      path: the run directory, or None for an absent point.
+      values: the point's macro values (`point.json` "values"), SEED included.
+      state: `done`, `failed`, `partial` (running or interrupted), `new` (never started) or `absent`.
+      step: the last step recorded in `status.json` (0 when unknown).
+      reason: why the run failed or is missing.
+      result: `result.json` (empty unless done).
+      env: `env.json` (empty when not written yet).
+      point: the whole `point.json`.
+    """
+
+    slug: str
+    path: str | None
+    values: dict
+    state: str
+    step: int = 0
+    reason: str = ""
+    result: dict = dataclasses.field(default_factory=dict)
+    env: dict = dataclasses.field(default_factory=dict)
+    point: dict = dataclasses.field(default_factory=dict)
+
+    def metric(self, name: str) -> float | None:
+        """Returns a finite metric from result.json, or None."""
+        value = self.result.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if value == value else None
+
+
+def value_label(value: Any) -> str:
+    """Formats one macro value for people: strings bare, numbers short, containers as JSON."""
+    if value is None:
+        return MISSING
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def sort_key(value: Any) -> tuple:
+    """Orders mixed values: numbers numerically, then strings, then anything else, missing last."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    if isinstance(value, str):
+        return (1, 0.0, value)
+    if value is None:
+        return (3, 0.0, "")
+    return (2, 0.0, value_label(value))
+
+
+def _read_run(path: str, slug: str) -> Run:
+    """Builds a Run from one directory that holds a point.json."""
+    point = workdir.read_json(os.path.join(path, workdir.POINT))
+    if not isinstance(point, dict):
+        return Run(slug, path, {}, workdir.FAILED, reason="point.json is unreadable")
+    values = point.get("values")
+    if not isinstance(values, dict):
+        values = dict(point.get("bindings") or {})
+    state = workdir.point_status(path)
+    status = workdir.read_json(os.path.join(path, workdir.STATUS), {}) or {}
+    result = (
+        workdir.read_json(os.path.join(path, workdir.RESULT), {}) if state == workdir.DONE else {}
+    )
+    env = workdir.read_json(os.path.join(path, workdir.ENV), {}) or {}
+    reason = str(status.get("reason") or "")
+    if state == "partial":
+        reason = f"no result.json: {status.get('state', 'started')}" + (
+            f" ({reason})" if reason else ""
+        )
+    elif state == "new":
+        reason = "not started (point.json only)"
+    return Run(
+        slug, path, values, state, int(status.get("step") or 0), reason, result or {}, env, point
+    )
+
+
+def load_runs(runs_dir: str) -> list[Run]:
+    """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug.
+
+    Args:
+      runs_dir: the folder of one recipe's run directories.
+
+    Returns:
+      The runs found, plus absent points inferred from the SEED axis (see `infer_absent`).
+
+    Raises:
+      ValueError: if `runs_dir` is not a directory or holds no run directory.
+    """
+    if not os.path.isdir(runs_dir):
+        raise ValueError(f"runs_dir {runs_dir!r} is not a directory")
+    runs = []
+    for slug in sorted(os.listdir(runs_dir)):
+        path = os.path.join(runs_dir, slug)
+        if os.path.isfile(os.path.join(path, workdir.POINT)):
+            runs.append(_read_run(path, slug))
+    if not runs:
+        raise ValueError(
+            f"runs_dir {runs_dir!r} holds no run directory (no <slug>/{workdir.POINT})"
+        )
+    return runs + infer_absent(runs)
+
+
+def group_key(values: dict, exclude: tuple[str, ...] = (SEED,)) -> tuple:
+    """A hashable key of a point's values without the replicate axis."""
+    return tuple(sorted((k, value_label(v)) for k, v in values.items() if k not in exclude))
+
+
+def infer_absent(runs: list[Run]) -> list[Run]:
+    """Points planned but with no run directory: a SEED value that other points ran but this one lacks.
+
+    The runner writes `point.json` before launching, so a point without a directory was never launched. The
+    grid itself is not in the run directories; the SEED values seen anywhere stand for the planned seeds.
+    """
+    seeds = {value_label(r.values[SEED]): r.values[SEED] for r in runs if SEED in r.values}
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(group_key(run.values), []).append(run)
+    absent = []
+    for members in groups.values():
+        if not all(SEED in r.values for r in members):
+            continue
+        have = {value_label(r.values[SEED]) for r in members}
+        for label in sorted(set(seeds) - have, key=lambda s: sort_key(seeds[s])):
+            values = dict(members[0].values, **{SEED: seeds[label]})
+            absent.append(
+                Run(
+                    MISSING,
+                    None,
+                    values,
+                    ABSENT,
+                    reason=f"no run directory (other points ran SEED={label})",
+                )
+            )
+    return absent
+
+
+def varying_macros(runs: list[Run]) -> list[str]:
+    """Macros whose value differs between runs (SEED excluded), sorted by name."""
+    names = sorted({k for r in runs for k in r.values} - {SEED})
+    return [n for n in names if len({value_label(r.values.get(n)) for r in runs}) > 1]
+
+
+def determined_by(runs: list[Run], keys: list[str], macro: str) -> bool:
+    """True when `macro` takes a single value within every group of runs that agree on `keys`."""
+    seen: dict[tuple, str] = {}
+    for run in runs:
+        key = tuple(value_label(run.values.get(k)) for k in keys)
+        value = value_label(run.values.get(macro))
+        if seen.setdefault(key, value) != value:
+            return False
+    return True
+
+
+def independent_macros(runs: list[Run], macros: list[str]) -> list[str]:
+    """Drops macros that the others determine (coupled settings, e.g. LOSS with METHOD).
+
+    Macros holding gin references ('@...') are dropped first, so labels keep the readable names.
+    """
+
+    def has_refs(m: str) -> bool:
+        return any(str(r.values.get(m, "")).startswith(("@", "%")) for r in runs)
+
+    keep = list(macros)
+    for macro in sorted(macros, key=lambda m: (not has_refs(m), m)):
+        rest = [k for k in keep if k != macro]
+        if rest and determined_by(runs, rest, macro):
+            keep = rest
+    return keep
+
+
+def _as_list(spec: dict, key: str) -> list[str]:
+    """Validates a spec entry that must be a list of macro names."""
+    value = spec.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"report.{key} must be a list of macro names; got {value!r}")
+    return list(value)
+
+
+def _as_mapping(spec: dict, key: str) -> dict[str, str]:
+    """Validates a spec entry that must map our values to the paper's labels."""
+    value = spec.get(key) or {}
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"report.{key} must be a dict from our values to the paper's labels; got {value!r}"
+        )
+    return {value_label(k): str(v) for k, v in value.items()}
+
+
+def report_spec(runs: list[Run]) -> dict:
+    """The recipe's `report.*` declaration (from the first run's point.json), validated.
+
+    Returns:
+      A dict with `rows`, `columns`, `metrics` (lists of str), `paper`, `title` (str or None),
+      `paper_rows`, `paper_columns` (dicts of str) and `stem` (the recipe stem).
+    """
+    first = next((r.point for r in runs if r.point), {})
+    raw = {k.removeprefix("report."): v for k, v in (first.get("report") or {}).items()}
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"unknown report.* bindings {unknown}; allowed: {list(SPEC_KEYS)}")
+    spec = {k: _as_list(raw, k) for k in ("rows", "columns", "metrics")}
+    spec.update({k: _as_mapping(raw, k) for k in ("paper_rows", "paper_columns")})
+    for key in ("paper", "title"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise ValueError(f"report.{key} must be a string; got {raw[key]!r}")
+        spec[key] = raw.get(key)
+    spec["stem"] = str(first.get("recipe_stem") or "runs")
+    spec["header"] = [str(line) for line in first.get("header") or []]
+    return spec
+
+
+def choose_layout(runs: list[Run], spec: dict) -> tuple[list[str], list[str], list[str]]:
+    """Row macros, column macros and the extra row macros added so no varying value is averaged away.
+
+    Default rows are every varying macro but SEED (less those the others determine). A varying macro that the declared rows and columns do
+    not determine is appended to the rows (and returned as `extra`), never silently averaged over.
+    """
+    varying = varying_macros(runs)
+    rows, columns = list(spec["rows"]), list(spec["columns"])
+    if not rows and not columns:
+        return independent_macros(runs, varying), [], []
+    extra = [
+        m for m in varying if m not in rows + columns and not determined_by(runs, rows + columns, m)
+    ]
+    return rows + extra, columns, extra
+
+
+def table_metrics(runs: list[Run], spec: dict) -> list[str]:
+    """The declared metrics, or the default ones that some finished run reports."""
+    if spec["metrics"]:
+        return spec["metrics"]
+    present = [m for m in DEFAULT_METRICS if any(r.metric(m) is not None for r in runs)]
+    return present or [DEFAULT_METRICS[0]]

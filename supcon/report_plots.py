@@ -1,0 +1,250 @@
+"""Plots for the reporter (PNG, matplotlib's Agg canvas, no pyplot state, no TensorFlow).
+
+- `sweep_plot`: a metric vs one numeric swept macro, mean ± std over seeds, one line per other setting;
+- `curves_plot`: training loss vs step per stage from `metrics.jsonl` (faint per seed, solid mean);
+- `embedding_plot`: 2-D PCA of the test-set embeddings of the best finished run of each row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from supcon import workdir
+from supcon.report_data import (
+    SEED,
+    Run,
+    determined_by,
+    independent_macros,
+    sort_key,
+    value_label,
+    varying_macros,
+)
+from supcon.report_tables import is_fraction, summarize
+
+STAGE_ORDER = ("pretrain", "joint", "supervised", "linear")
+MAX_POINTS = 2000  # embedding points drawn per panel (a fixed-seed subsample)
+COLORS = [f"C{i}" for i in range(10)]
+MISSING_SCORE = "n/a"
+MAX_PANELS = 12  # embedding panels at most (the first rows in table order)
+
+
+def _save(fig: Figure, path: str, axes: list | None = None) -> None:
+    """Writes a PNG without a software-version stamp; one legend below the panels when they have labels."""
+    legend: dict[str, object] = {}
+    for ax in axes or []:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)  # a point may appear in some panels (stages) only
+    labels = list(legend)
+    handles = [legend[k] for k in labels]
+    if labels:
+        fig.legend(
+            handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8
+        )
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.4) -> tuple[Figure, list]:
+    """A figure with `n` panels, at most 3 per row."""
+    ncols = max(1, min(n, 3))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    return fig, axes
+
+
+def label_of(run: Run, macros: list[str]) -> str:
+    """`A=1, B=x` for the given macros of a run ('' when there are none)."""
+    return ", ".join(f"{m}={value_label(run.values.get(m))}" for m in macros)
+
+
+def numeric_axes(runs: list[Run]) -> list[str]:
+    """Varying macros (SEED excluded) whose values are all numbers."""
+
+    def numeric(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    return [m for m in varying_macros(runs) if all(numeric(r.values.get(m)) for r in runs)]
+
+
+def sweep_plot(runs: list[Run], axis: str, metrics: list[str], path: str) -> None:
+    """Plots each metric against `axis` with std error bars; one line per value of the other macros.
+
+    Macros that `axis` determines (coupled settings such as the learning rate of a batch size) are not
+    split into lines. The x axis is logarithmic when the values span a factor of 10 or more.
+    """
+    done = [r for r in runs if r.state == workdir.DONE]
+    others = independent_macros(
+        runs, [m for m in varying_macros(runs) if m != axis and not determined_by(runs, [axis], m)]
+    )
+    lines: dict[str, dict[float, list[Run]]] = {}
+    for run in sorted(done, key=lambda r: tuple(sort_key(r.values.get(m)) for m in others)):
+        lines.setdefault(label_of(run, others), {}).setdefault(run.values[axis], []).append(run)
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        scale = 100.0 if is_fraction(metric) else 1.0
+        for i, (label, by_x) in enumerate(lines.items()):
+            xs, ys, errs = [], [], []
+            for x in sorted(by_x):
+                mean, std, n = summarize(
+                    [v for r in by_x[x] if (v := r.metric(metric)) is not None]
+                )
+                if n:
+                    xs.append(x)
+                    ys.append(scale * mean)
+                    errs.append(scale * (std or 0.0))
+            ax.errorbar(
+                xs, ys, yerr=errs, marker="o", capsize=3, color=COLORS[i % 10], label=label or None
+            )
+        values = sorted({r.values[axis] for r in done})
+        if values and min(values) > 0 and max(values) / min(values) >= 10:
+            ax.set_xscale("log")
+        ax.set_xticks(values, [value_label(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(axis)
+        ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
+        ax.set_title(f"{metric} vs {axis} (mean ± std over {SEED})", fontsize=9)
+        ax.grid(alpha=0.3)
+    _save(fig, path, axes)
+
+
+def _records(run: Run) -> list[dict]:
+    """The run's metrics.jsonl records (empty for an absent run)."""
+    if run.path is None:
+        return []
+    return list(workdir.read_jsonl(os.path.join(run.path, workdir.METRICS)))
+
+
+def _curve_series(runs: list[Run], groups: list[str]) -> dict:
+    """{panel: {group label: [(steps, values), ...]}} for train losses per stage and eval/top1."""
+    panels: dict[str, dict[str, list]] = {}
+    for run in runs:
+        series: dict[str, tuple[list, list]] = {}
+        for rec in _records(run):
+            if rec.get("kind") == "train" and isinstance(rec.get("loss"), int | float):
+                key, value = f"{rec.get('stage', 'train')} loss", rec["loss"]
+            elif rec.get("kind") == "eval" and isinstance(rec.get("eval/top1"), int | float):
+                key, value = "eval/top1 (%)", 100.0 * rec["eval/top1"]
+            else:
+                continue
+            steps, values = series.setdefault(key, ([], []))
+            steps.append(int(rec.get("step", 0)))
+            values.append(float(value))
+        for key, sv in series.items():
+            panels.setdefault(key, {}).setdefault(label_of(run, groups), []).append(sv)
+    return panels
+
+
+def _panel_order(name: str) -> tuple:
+    stage = name.split(" ")[0]
+    rank = STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    return (name.startswith("eval"), rank, name)
+
+
+def curves_plot(runs: list[Run], path: str) -> bool:
+    """Training loss vs step per stage (and eval/top1 when evaluated more than once).
+
+    One colour per point (SEED grouped out): each seed faint, their mean at shared steps solid.
+
+    Returns:
+      False, writing nothing, when no run has training records.
+    """
+    groups = independent_macros(runs, varying_macros(runs))
+    panels = _curve_series(runs, groups)
+    panels = {
+        k: v
+        for k, v in panels.items()
+        if not k.startswith("eval") or any(len(s) > 1 for ss in v.values() for s, _ in ss)
+    }
+    if not panels:
+        return False
+    names = sorted(panels, key=_panel_order)
+    labels = sorted({g for p in panels.values() for g in p})
+    fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names, strict=True):
+        for label, seeds in sorted(panels[name].items()):
+            color = COLORS[labels.index(label) % 10]
+            by_step: dict[int, list[float]] = {}
+            for steps, values in seeds:
+                ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
+                for s, v in zip(steps, values, strict=True):
+                    by_step.setdefault(s, []).append(v)
+            shared = sorted(s for s, vs in by_step.items() if len(vs) == len(seeds))
+            ax.plot(
+                shared,
+                [float(np.mean(by_step[s])) for s in shared],
+                color=color,
+                linewidth=1.6,
+                label=label or None,
+            )
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    _save(fig, path, axes)
+    return True
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Projects [N, D] points on their first two principal components (numpy SVD) -> [N, 2]."""
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"x must be [N, D] with N >= 2; got shape {x.shape}")
+    centered = x - x.mean(axis=0, keepdims=True)  # [N, D]
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)  # vt: [min(N, D), D]
+    out = centered @ vt[:2].T  # [N, <=2]
+    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))  # [N, 2] even when D == 1
+
+
+def best_runs(runs: list[Run], rows: list[str], metric: str) -> list[tuple[str, Run]]:
+    """The finished run with embeddings and the highest `metric`, per row label (sorted rows)."""
+    best: dict[str, tuple[tuple, Run]] = {}
+    order: dict[str, tuple] = {}
+    for run in runs:
+        if run.state != workdir.DONE or not os.path.exists(
+            os.path.join(run.path, workdir.EMBEDDINGS)
+        ):
+            continue
+        label = " / ".join(value_label(run.values.get(m)) for m in rows) or "all"
+        order[label] = tuple(sort_key(run.values.get(m)) for m in rows)
+        score = run.metric(metric)
+        key = (score if score is not None else -math.inf, run.slug)  # ties: the larger slug
+        if label not in best or key > best[label][0]:
+            best[label] = (key, run)
+    return [(label, best[label][1]) for label in sorted(best, key=order.get)]
+
+
+def embedding_plot(chosen: list[tuple[str, Run]], metric: str, path: str) -> list[str]:
+    """Scatters the PCA of each chosen run's test embeddings, coloured by label.
+
+    Returns:
+      One problem line per run whose embeddings could not be read (those panels say so).
+    """
+    problems = []
+    fig, axes = _grid(len(chosen), width=3.8, height=3.6)
+    for ax, (label, run) in zip(axes, chosen, strict=True):
+        try:
+            with np.load(os.path.join(run.path, workdir.EMBEDDINGS)) as data:
+                emb, lab = np.asarray(data["embeddings"], np.float64), np.asarray(data["labels"])
+            if lab.shape != emb.shape[:1]:
+                raise ValueError(f"labels {lab.shape} do not match embeddings {emb.shape}")
+            if len(emb) > MAX_POINTS:
+                keep = np.sort(np.random.default_rng(0).choice(len(emb), MAX_POINTS, replace=False))
+                emb, lab = emb[keep], lab[keep]
+            xy = pca_2d(emb)  # [N, 2]
+        except (OSError, KeyError, ValueError) as err:
+            problems.append(f"{run.slug}: embeddings unreadable ({type(err).__name__}: {err})")
+            ax.text(0.5, 0.5, "embeddings unreadable", ha="center", transform=ax.transAxes)
+            continue
+        ax.scatter(xy[:, 0], xy[:, 1], c=lab.astype(int) % 10, cmap="tab10", vmin=0, vmax=9, s=3)
+        score = run.metric(metric)
+        if score is None:
+            shown = MISSING_SCORE
+        else:
+            shown = f"{100 * score:.1f}%" if is_fraction(metric) else f"{score:.4g}"
+        ax.set_title(f"{label}\n{metric} {shown}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, path)
+    return problems
