@@ -1,0 +1,179 @@
+"""Tests for supcon.resnet: shapes, parameter counts, initialisation, padding, validation, SyncBN."""
+
+import numpy as np
+import pytest
+
+from supcon import resnet as resnet_lib
+from supcon.resnet import resnet
+
+
+def _bn_layers(model):
+    import keras
+
+    return [
+        lay for lay in model._flatten_layers() if isinstance(lay, keras.layers.BatchNormalization)
+    ]
+
+
+@pytest.mark.parametrize(
+    "depth, width, kernel, stride, max_pool, shape, features",
+    [
+        (18, 0.125, 3, 1, False, (2, 8, 8, 1), 64),  # 1-channel 8x8 digits, CIFAR stem
+        (34, 0.0625, 7, 2, True, (2, 32, 32, 3), 32),  # ImageNet stem on a small image
+        (50, 0.0625, 3, 1, False, (2, 16, 12, 3), 128),  # bottleneck, non-square
+    ],
+)
+def test_output_shapes(tf_two_cpus, depth, width, kernel, stride, max_pool, shape, features):
+    tf = tf_two_cpus
+    model = resnet(depth, width, kernel, stride, max_pool)
+    out = model(tf.random.normal(shape), training=True)
+    assert tuple(out.shape) == (shape[0], features)
+    assert model.num_features == features
+    assert np.all(np.isfinite(out.numpy()))
+
+
+@pytest.mark.parametrize(
+    "depth, blocks, features",
+    [(18, 8, 512), (34, 16, 512), (50, 16, 2048), (101, 33, 2048), (200, 66, 2048)],
+)
+def test_block_counts_per_depth(depth, blocks, features):
+    model = resnet(depth)  # constructor only: nothing is built
+    assert len(model.blocks) == blocks
+    assert model.num_features == features
+    kinds = {len(block.convs) for block in model.blocks}
+    assert kinds == ({2} if depth < 50 else {3})  # basic vs bottleneck
+
+
+def test_any_input_size_after_first_call(tf_two_cpus):
+    tf = tf_two_cpus
+    model = resnet(18, 0.0625, 3, 1, False)
+    assert tuple(model(tf.zeros([1, 8, 8, 3])).shape) == (1, 32)
+    assert tuple(model(tf.zeros([3, 13, 9, 3])).shape) == (3, 32)
+
+
+def test_tiny_width_keeps_one_channel(tf_two_cpus):
+    tf = tf_two_cpus
+    model = resnet(18, 0.001, 3, 1, False)
+    assert tuple(model(tf.zeros([1, 8, 8, 3])).shape) == (1, 1)  # int(64 * 8 * 0.001) = 0 -> 1
+
+
+@pytest.mark.parametrize("depth, expected", [(18, 11_176_512), (50, 23_508_032)])
+def test_imagenet_parameter_counts(tf_two_cpus, depth, expected):
+    model = resnet(depth)
+    model.build((None, 224, 224, 3))
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    assert abs(trainable - expected) / expected < 0.01, trainable
+    # the paper's ResNet-50 has 2048-d features
+    assert model.num_features == (512 if depth == 18 else 2048)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_last_bn_gamma_zero_initialised(tf_two_cpus, depth):
+    model = resnet(depth, 0.0625, 3, 1, False)
+    model.build((None, 8, 8, 3))
+    for block in model.blocks:
+        gammas = [bn.gamma.numpy() for bn in block.bns]
+        assert np.all(gammas[-1] == 0.0)
+        assert all(np.all(g == 1.0) for g in gammas[:-1])
+    off = resnet(depth, 0.0625, 3, 1, False, zero_init_last_bn=False)
+    off.build((None, 8, 8, 3))
+    assert all(np.all(bn.gamma.numpy() == 1.0) for bn in _bn_layers(off))
+
+
+def test_bn_hyperparameters_and_names(tf_two_cpus):
+    model = resnet(18, 0.0625, 3, 1, False)
+    model.build((None, 8, 8, 3))
+    layers = _bn_layers(model)
+    assert len(layers) == 1 + 8 * 2 + 3  # stem, 2 per basic block, 3 projection shortcuts
+    assert all(bn.momentum == 0.9 and bn.epsilon == 1e-5 and not bn.synchronized for bn in layers)
+    assert all("batch_norm" in bn.name for bn in layers)
+    custom = resnet(
+        18, 0.0625, 3, 1, False, bn_momentum=0.99, bn_epsilon=1e-3, sync_batch_norm=True
+    )
+    custom.build((None, 8, 8, 3))
+    assert all(
+        bn.momentum == 0.99 and bn.epsilon == 1e-3 and bn.synchronized for bn in _bn_layers(custom)
+    )
+
+
+def test_convolutions_have_no_bias(tf_two_cpus):
+    model = resnet(50, 0.0625, 3, 1, False)
+    model.build((None, 8, 8, 3))
+    paths = [v.path for v in model.trainable_variables]
+    assert not [p for p in paths if p.endswith("bias")]
+    assert any(p.endswith("conv/kernel") for p in paths)
+
+
+def test_strided_conv_uses_fixed_padding(tf_two_cpus):
+    """Fixed padding splits k-1 = 2 pixels as 1 before + 1 after; TF 'same' would pad 0 before, 1 after."""
+    tf = tf_two_cpus
+    layer = resnet_lib.ConvFixedPadding(1, 3, strides=2)
+    image = np.zeros([1, 8, 8, 1], np.float32)
+    image[0, 2, 2, 0] = 1.0
+    layer(tf.constant(image))
+    layer.conv.kernel.assign(tf.ones_like(layer.conv.kernel))
+    out = layer(tf.constant(image)).numpy()[0, :, :, 0]  # [4, 4]
+    assert out.shape == (4, 4)
+    assert np.argwhere(out).tolist() == [[1, 1]]  # 'same' would give 4 non-zero outputs
+
+
+def test_resnext_grouped_block(tf_two_cpus):
+    tf = tf_two_cpus
+    model = resnet(50, 0.5, 3, 1, False, architecture="resnext")
+    assert tuple(model(tf.zeros([1, 8, 8, 3])).shape) == (1, 1024)
+    grouped = model.blocks[0].convs[1].conv
+    assert grouped.groups == 64 and grouped.filters == 64
+    # ResNeXt's last BN is not zero-initialised (official)
+    assert np.all(model.blocks[0].bns[-1].gamma.numpy() == 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"depth": 42}, "depth"),
+        ({"architecture": "vgg"}, "architecture"),
+        ({"depth": 18, "architecture": "resnext"}, "depth"),
+        ({"width_multiplier": 0.0}, "width_multiplier"),
+        ({"width_multiplier": 0.125, "architecture": "resnext"}, "width_multiplier"),
+        ({"first_conv_stride": 0}, "first_conv_stride"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        resnet(**kwargs)
+
+
+def test_sync_batch_norm_uses_global_batch_statistics(tf_two_cpus):
+    """Two replicas with SyncBN update the moving statistics exactly like one device on the whole batch."""
+    tf = tf_two_cpus
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+    with strategy.scope():
+        synced = resnet(18, 0.0625, 3, 1, False, sync_batch_norm=True)
+        synced.build((None, 8, 8, 3))
+    single = resnet(18, 0.0625, 3, 1, False)
+    single.build((None, 8, 8, 3))
+    single.set_weights(synced.get_weights())
+    rng = np.random.default_rng(0)
+    halves = [
+        rng.normal(size=(2, 8, 8, 3)).astype(np.float32) + i for i in range(2)
+    ]  # different stats
+
+    @tf.function
+    def step(images):
+        return strategy.run(lambda x: synced(x, training=True), args=(images,))
+
+    step(
+        strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(halves[ctx.replica_id_in_sync_group])
+        )
+    )
+    single(tf.constant(np.concatenate(halves)), training=True)
+    for a, b in zip(_bn_layers(synced), _bn_layers(single), strict=True):
+        np.testing.assert_allclose(
+            a.moving_mean.numpy(), b.moving_mean.numpy(), rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            a.moving_variance.numpy(), b.moving_variance.numpy(), rtol=1e-3, atol=1e-5
+        )
