@@ -1,0 +1,694 @@
+"""Runs the grid of a gin recipe: one `python -m supcon.main` subprocess per point, then the report.
+
+Usage:
+  python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
+      [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport]
+
+Every point of the recipe's grid (`grid.axes` x `grid.points`) gets a stable id, a slug and its own
+run directory `<runs_dir>/<recipe>/<slug>/` (`<runs_dir>/smoke/<recipe>/<slug>/` with --smoke). All
+selected points are validated in one subprocess before anything is written. Reruns skip finished
+points and let the trainer resume partial ones from their checkpoint. Runners started at once on the
+same grid (or on the same shared file system) train each point once: a point is claimed atomically
+(`claim.json`, refreshed while it trains; a claim older than --claim_timeout is taken over).
+
+  --shard I/N       the I-th (0-based) of N disjoint slices, e.g. I=$SLURM_ARRAY_TASK_ID or
+                    I=$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job.
+  --jobs N          N points at once on this machine; each gets SUPCON_THREADS = cores // N.
+
+A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
+its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
+Exit codes: 0 all selected points done (or held by another runner), 1 some failed, 2 bad flags,
+recipe or point (nothing was written), 130 interrupted.
+
+This module imports no TensorFlow: --help, --dry_run and flag errors are fast.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+from absl import app, flags
+
+from supcon import grid, workdir
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SMOKE_GIN = os.path.join(ROOT, "recipes", "smoke.gin")
+REPORTER = os.path.join(ROOT, "supcon", "report.py")
+POINT_GIN = "point.gin"  # the point's bindings as a gin file, in its run directory
+HOST = socket.gethostname()
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_param", [], "Gin binding applied to every point, after the recipe.")
+flags.DEFINE_boolean(
+    "smoke", False, "Append recipes/smoke.gin: a few tiny steps per point, on CPU."
+)
+flags.DEFINE_boolean(
+    "dry_run", False, "List the points, their run directories and status; run nothing."
+)
+flags.DEFINE_integer(
+    "jobs", 1, "Points trained at once on this machine (they share the CPU threads)."
+)
+flags.DEFINE_string(
+    "shard", None, "I/N: run only the I-th (0-based) of N disjoint slices of the grid."
+)
+flags.DEFINE_string("runs_dir", "runs", "Where run directories go: <runs_dir>/<recipe>/<slug>/.")
+flags.DEFINE_string(
+    "report_dir", "reports", "Where the report goes: <report_dir>/<recipe>/README.md."
+)
+flags.DEFINE_multi_string("only", [], "KEY=VALUE: keep points whose grid value KEY equals VALUE.")
+flags.DEFINE_boolean("report", True, "Run the reporter afterwards (--noreport skips it).")
+flags.DEFINE_float(
+    "claim_timeout", 600.0, "Seconds after which another runner's silent claim is stale."
+)
+flags.DEFINE_string(
+    "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
+)
+
+
+class UsageError(Exception):
+    """A bad flag, recipe or point: printed as one line, exit code 2, nothing written."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """What to run: the recipe, the selected points and where their run directories go."""
+
+    recipe: grid.Recipe
+    grid_points: list  # every point of the grid
+    points: list  # the points selected by --only and --shard
+    runs_root: str
+    report_out: str
+    overlays: list
+    gin_params: list
+    sharded: bool
+
+    def run_dir(self, point: grid.Point) -> str:
+        return os.path.join(self.runs_root, point.slug)
+
+
+def _rel(path: str) -> str:
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _check_recipe(argv: list[str]) -> str:
+    if len(argv) != 2:
+        raise UsageError(
+            f"expected one recipe: python runner.py RECIPE.gin [flags]; got {argv[1:] or 'none'}"
+        )
+    path = argv[1]
+    if not os.path.exists(path):
+        raise UsageError(f"recipe {path} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"recipe {path} is a folder, not a gin file")
+    if not path.endswith(".gin"):
+        raise UsageError(f"recipe {path} is not a gin file (expected a .gin file)")
+    return path
+
+
+def _check_dir(path: str, flag: str) -> None:
+    """A directory flag must name a directory or a path that can be created."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--{flag} {path} is a file, not a directory")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"--{flag} {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--{flag} {path}: {parent} is not writable")
+
+
+def _check_flags() -> tuple[int, int] | None:
+    if FLAGS.jobs < 1:
+        raise UsageError(f"--jobs must be an integer >= 1, got {FLAGS.jobs}")
+    if FLAGS.jobs > 1 and os.environ.get("TF_CONFIG"):
+        raise UsageError("--jobs must be 1 when TF_CONFIG is set (every host runs the same point)")
+    if not FLAGS.claim_timeout > 0:
+        raise UsageError(f"--claim_timeout must be > 0 seconds, got {FLAGS.claim_timeout}")
+    _check_dir(FLAGS.runs_dir, "runs_dir")
+    if FLAGS.report and not FLAGS.dry_run:
+        _check_dir(FLAGS.report_dir, "report_dir")
+    if FLAGS.smoke and not os.path.isfile(SMOKE_GIN):
+        raise UsageError(f"--smoke needs {SMOKE_GIN}, which does not exist")
+    try:
+        return grid.parse_shard(FLAGS.shard) if FLAGS.shard is not None else None
+    except grid.GridError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_gin_params(recipe: grid.Recipe) -> None:
+    """A --gin_param must not rebind a grid macro: every point would silently get the same value."""
+    for param in FLAGS.gin_param:
+        for st in grid.parse_statements(param, f"--gin_param {param!r}"):
+            name = getattr(st, "selector", "")
+            if not getattr(st, "arg_name", "x") and name in recipe.keys:
+                raise UsageError(
+                    f"--gin_param {param!r} rebinds the grid axis {name}; use --only {name}=VALUE"
+                )
+
+
+def make_plan(argv: list[str]) -> Plan:
+    """Checks flags and the recipe, expands the grid and applies --only and --shard (writes nothing)."""
+    path = _check_recipe(argv)
+    shard = _check_flags()
+    overlays = [SMOKE_GIN] if FLAGS.smoke else []
+    try:
+        recipe = grid.load_recipe(path, overlays=overlays, gin_params=FLAGS.gin_param)
+        _check_gin_params(recipe)
+        points = grid.expand(recipe)
+        selected = grid.select(points, grid.parse_only(FLAGS.only, recipe.keys))
+        if shard:
+            selected = grid.shard(selected, *shard)
+    except grid.GridError as e:
+        raise UsageError(str(e)) from None
+    sub = os.path.join("smoke", recipe.stem) if FLAGS.smoke else recipe.stem
+    plan = Plan(
+        recipe=recipe,
+        grid_points=points,
+        points=selected,
+        runs_root=os.path.abspath(os.path.join(FLAGS.runs_dir, sub)),
+        report_out=os.path.abspath(os.path.join(FLAGS.report_dir, sub)),
+        overlays=overlays,
+        gin_params=list(FLAGS.gin_param),
+        sharded=bool(shard),
+    )
+    _check_existing(plan)
+    return plan
+
+
+def _check_existing(plan: Plan) -> None:
+    """Refuses to mix a point's earlier runs with a different point or different --gin_params."""
+    for point in plan.points:
+        old = workdir.read_json(os.path.join(plan.run_dir(point), workdir.POINT))
+        if not old:
+            continue
+        where = _rel(plan.run_dir(point))
+        if old.get("id") != point.id:
+            raise UsageError(
+                f"{where} holds point {old.get('id')} {old.get('bindings')}, not {point.id} {point.bindings}"
+            )
+        if old.get("gin_params", []) != plan.gin_params:
+            raise UsageError(
+                f"{where} was run with --gin_param {old.get('gin_params')}, not {plan.gin_params}; "
+                "pass another --runs_dir to keep both"
+            )
+
+
+def describe_grid(plan: Plan) -> str:
+    recipe = plan.recipe
+    sizes = ([f"points {len(recipe.points)}"] if recipe.points else []) + [
+        f"{k} {len(v)}" for k, v in recipe.axes.items()
+    ]
+    shape = f" ({' x '.join(sizes)})" if sizes else ""
+    count = len(plan.grid_points)
+    text = f"{_rel(recipe.path)}: {count} point{'' if count == 1 else 's'}{shape}"
+    if len(plan.points) != len(plan.grid_points):
+        text += f", {len(plan.points)} selected"
+    return text
+
+
+def dry_run(plan: Plan) -> int:
+    """Prints every selected point with its run directory and status; writes nothing."""
+    print(describe_grid(plan))
+    counts: dict[str, int] = {}
+    for point in plan.points:
+        run_dir = plan.run_dir(point)
+        status = workdir.point_status(run_dir)
+        counts[status] = counts.get(status, 0) + 1
+        note = ""
+        if status == workdir.FAILED:
+            note = "  " + (workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}).get(
+                "reason", ""
+            )
+        holder = Claim(run_dir, FLAGS.claim_timeout).holder()
+        if holder and status != workdir.DONE:
+            note += f"  [claimed by {holder}]"
+        print(f"  {status:<8} {point.id}  {_rel(run_dir)}{note}")
+    print("status: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def child_env(threads: int) -> dict:
+    """The environment of trainer subprocesses: SUPCON_THREADS and the repo on PYTHONPATH."""
+    env = dict(os.environ, SUPCON_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
+def threads_per_job(jobs: int) -> int:
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    return max(1, cores // jobs)
+
+
+def validate(plan: Plan, points: list) -> None:
+    """Validates `points` in one trainer subprocess (`--validate SPEC.json`) before anything is written.
+
+    Raises:
+      UsageError: some point is invalid (one line per distinct error) or the validator crashed.
+    """
+    with tempfile.TemporaryDirectory(prefix="supcon-validate-") as tmp:
+        spec, names = [], {}
+        for i, point in enumerate(points):
+            bindings = os.path.join(tmp, f"point{i}.gin")
+            workdir.write_text_atomic(bindings, point.gin_text())
+            names[bindings] = f"<bindings of {point.slug}>"
+            files = [plan.recipe.path, bindings, *plan.overlays]
+            spec.append({"name": point.slug, "gin_files": files, "gin_params": plan.gin_params})
+        spec_path = os.path.join(tmp, "spec.json")
+        workdir.write_json_atomic(spec_path, spec)
+        cmd = [sys.executable, "-m", FLAGS.main_module, "--validate", spec_path]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=child_env(threads_per_job(1))
+        )
+    errors, seen = {}, set()
+    for line in proc.stdout.splitlines():
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict) and "name" in result:
+            seen.add(result["name"])
+            if result.get("error"):
+                message = str(result["error"])
+                for path, name in names.items():
+                    message = message.replace(path, name)
+                errors.setdefault(" ".join(message.split()), []).append(result["name"])
+    if errors:
+        lines = [f"invalid point {', '.join(slugs)}: {msg}" for msg, slugs in errors.items()]
+        raise UsageError("\n".join(lines))
+    if proc.returncode != 0 or seen != {p.slug for p in points}:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(
+            f"validation failed (python -m {FLAGS.main_module} --validate exited {proc.returncode}): {tail}"
+        )
+
+
+class Claim:
+    """An exclusive, atomic claim on a run directory (`claim.json`, created with O_CREAT | O_EXCL).
+
+    The holder refreshes its time while the point trains. A claim is stale when it is older than
+    `timeout` seconds, or when it comes from this host and neither its runner nor its trainer process
+    is alive; a stale claim is taken over under a lock file, so only one runner wins.
+    """
+
+    def __init__(self, run_dir: str, timeout: float):
+        self.path = os.path.join(run_dir, workdir.CLAIM)
+        self.timeout = timeout
+        self.token = uuid.uuid4().hex
+        self.child_pid = None
+
+    def _record(self) -> dict:
+        return {
+            "host": HOST,
+            "pid": os.getpid(),
+            "child_pid": self.child_pid,
+            "time": time.time(),
+            "token": self.token,
+        }
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self._record()))
+        return True
+
+    def _read(self) -> dict | None:
+        """The current claim; {} while its writer has not filled it in; None if there is none."""
+        if not os.path.exists(self.path):
+            return None
+        return workdir.read_json(self.path, {}) or {}
+
+    def _age(self, claim: dict) -> float:
+        stamp = claim.get("time")
+        if not isinstance(stamp, int | float):
+            try:
+                stamp = os.path.getmtime(self.path)
+            except FileNotFoundError:
+                return float("inf")
+        return time.time() - stamp
+
+    def _stale(self, claim: dict) -> bool:
+        if claim.get("host") == HOST and claim.get("pid"):
+            pids = [p for p in (claim.get("pid"), claim.get("child_pid")) if isinstance(p, int)]
+            if not any(_alive(p) for p in pids):
+                return True
+        return self._age(claim) > self.timeout
+
+    def holder(self) -> str:
+        """Who holds a live claim ('host:pid, 3 s ago'), or '' when it is free or stale."""
+        claim = self._read()
+        if claim is None or self._stale(claim):
+            return ""
+        return f"{claim.get('host', '?')}:{claim.get('pid', '?')}, {self._age(claim):.0f} s ago"
+
+    def acquire(self) -> bool:
+        """Claims the run directory; takes over a stale claim. False when another runner holds it."""
+        if self._create():
+            return True
+        lock = self.path + ".lock"
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            if time.time() - _mtime(lock) > self.timeout:  # a runner died while taking over
+                _remove(lock)
+            return False
+        try:
+            claim = self._read()
+            if claim is not None and not self._stale(claim):
+                return False
+            _remove(self.path)
+            return self._create()
+        finally:
+            _remove(lock)
+
+    def refresh(self) -> bool:
+        """Renews the claim's time; False if another runner has taken it over."""
+        if (self._read() or {}).get("token") != self.token:
+            return False
+        workdir.write_json_atomic(self.path, self._record())
+        return True
+
+    def release(self) -> None:
+        if (self._read() or {}).get("token") == self.token:
+            _remove(self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except FileNotFoundError:
+        return time.time()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+@dataclasses.dataclass
+class Outcome:
+    point: grid.Point
+    state: str  # trained | skipped | failed | busy | interrupted
+    detail: str = ""
+
+
+class Launcher:
+    """Runs points in subprocesses (up to `jobs` at once), holding and refreshing their claims."""
+
+    def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float):
+        self.plan = plan
+        self.jobs = jobs
+        self.main_module = main_module
+        self.claim_timeout = claim_timeout
+        self.threads = threads_per_job(jobs)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.active: dict[str, tuple[Claim, subprocess.Popen]] = {}
+        self.lost: set[str] = set()  # run dirs whose claim another runner took over
+        self.secondary = _secondary_worker()
+
+    def say(self, n: int, verb: str, point: grid.Point, text: str = "") -> None:
+        with self.lock:
+            print(f"[{n}/{len(self.plan.points)}] {verb:<7} {point.slug}{text}", flush=True)
+
+    def run(self) -> list[Outcome]:
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
+            try:
+                outcomes = [f.result() for f in futures]
+            except KeyboardInterrupt:
+                self.stop.set()
+                self._terminate_all()
+                outcomes = [f.result() for f in futures]
+        self.stop.set()
+        return outcomes
+
+    def run_point(self, n: int, point: grid.Point) -> Outcome:
+        run_dir = self.plan.run_dir(point)
+        if self.stop.is_set():
+            return Outcome(point, "interrupted", "not started")
+        if os.path.exists(os.path.join(run_dir, workdir.RESULT)):
+            self.say(n, "skip", point, " (done)")
+            return Outcome(point, "skipped", "done")
+        os.makedirs(run_dir, exist_ok=True)
+        claim = Claim(run_dir, self.claim_timeout)
+        if not self.secondary and not claim.acquire():
+            holder = claim.holder() or "another runner"
+            self.say(n, "busy", point, f" (claimed by {holder})")
+            return Outcome(point, "busy", f"claimed by {holder}")
+        try:
+            if os.path.exists(os.path.join(run_dir, workdir.RESULT)):
+                self.say(n, "skip", point, " (done by another runner)")
+                return Outcome(point, "skipped", "done")
+            return self._train(n, point, run_dir, claim)
+        finally:
+            with self.lock:
+                self.active.pop(run_dir, None)
+            if not self.secondary:
+                claim.release()
+
+    def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim) -> Outcome:
+        status = workdir.point_status(run_dir)
+        how = {"partial": "resuming", workdir.FAILED: "retrying after a failure"}.get(status, "new")
+        bindings = POINT_GIN if not self.secondary else f"point-{self.secondary}.gin"
+        gin_files = [self.plan.recipe.path, os.path.join(run_dir, bindings), *self.plan.overlays]
+        workdir.write_text_atomic(
+            gin_files[1],
+            f"# Grid point {point.id} of {_rel(self.plan.recipe.path)}\n" + point.gin_text(),
+        )
+        if not self.secondary:
+            workdir.write_json_atomic(
+                os.path.join(run_dir, workdir.POINT), point_record(self.plan, point, gin_files)
+            )
+        cmd = [sys.executable, "-m", self.main_module, "--workdir", run_dir]
+        cmd += [arg for f in gin_files for arg in ("--gin_file", f)]
+        cmd += [arg for b in self.plan.gin_params for arg in ("--gin_param", b)]
+        self.say(n, "running", point, f" ({how}) -> {_rel(run_dir)}")
+        start = time.time()
+        log_name = workdir.LOG if not self.secondary else f"log-{self.secondary}.txt"
+        with open(os.path.join(run_dir, log_name), "a") as log:
+            log.write(
+                f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime(start)}: {' '.join(cmd)}\n"
+            )
+            log.flush()
+            with self.lock:
+                if self.stop.is_set():
+                    return Outcome(point, "interrupted", "not started")
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=child_env(self.threads),
+                )
+                self.active[run_dir] = (claim, proc)
+            claim.child_pid = proc.pid
+            if not self.secondary:
+                claim.refresh()
+            code = proc.wait()
+        return self._outcome(n, point, run_dir, code, start)
+
+    def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
+        seconds = time.time() - start
+        if run_dir in self.lost:
+            self.say(n, "stopped", point, " (another runner took over its stale claim)")
+            return Outcome(point, "busy", "taken over by another runner")
+        result = workdir.read_json(os.path.join(run_dir, workdir.RESULT))
+        if code == 0 and result is not None:
+            top1 = result.get("eval/top1")
+            score = f", eval/top1 {top1:.4f}" if isinstance(top1, int | float) else ""
+            self.say(n, "done", point, f" in {seconds:.0f} s{score}")
+            return Outcome(point, "trained", f"{seconds:.0f} s")
+        reason = failure_reason(run_dir, code, start, self.stop.is_set())
+        self.say(
+            n,
+            "stopped" if self.stop.is_set() else "failed",
+            point,
+            f" after {seconds:.0f} s: {reason} (log: {_rel(os.path.join(run_dir, workdir.LOG))})",
+        )
+        return Outcome(point, "interrupted" if self.stop.is_set() else "failed", reason)
+
+    def _heartbeat(self) -> None:
+        interval = max(0.2, min(30.0, self.claim_timeout / 4))
+        while not self.stop.wait(interval):
+            with self.lock:
+                active = list(self.active.items())
+            for run_dir, (claim, proc) in active:
+                if not self.secondary and proc.poll() is None and not claim.refresh():
+                    self.lost.add(run_dir)
+                    proc.terminate()
+
+    def _terminate_all(self) -> None:
+        with self.lock:
+            for _, proc in self.active.values():
+                if proc.poll() is None:
+                    proc.terminate()
+
+
+def _secondary_worker() -> str:
+    """'worker-1' etc. when TF_CONFIG makes this host a non-chief task of a multi-host point."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+        kind, index = task.get("type", "chief"), int(task.get("index", 0) or 0)
+    except (ValueError, AttributeError, TypeError):
+        return ""
+    return "" if kind == "chief" or (kind == "worker" and index == 0) else f"{kind}-{index}"
+
+
+def failure_reason(run_dir: str, code: int, start: float, interrupted: bool) -> str:
+    """Why a point failed: the trainer's status.json, else the last line of its log, else the exit code."""
+    if interrupted:
+        return "interrupted"
+    status = workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}
+    if (
+        status.get("state") == workdir.FAILED
+        and status.get("reason")
+        and status.get("time", 0) >= start
+    ):
+        return " ".join(str(status["reason"]).split())
+    exit_text = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    try:
+        with open(os.path.join(run_dir, workdir.LOG)) as f:
+            lines = [line.strip() for line in f.readlines()[-50:] if line.strip()]
+    except OSError:
+        lines = []
+    last = lines[-1][:300] if lines and not lines[-1].startswith("=== runner.py") else ""
+    if code == 0:
+        return "exited 0 without writing result.json"
+    return f"{last} ({exit_text})" if last else exit_text
+
+
+def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
+    """The content of point.json."""
+    recipe = plan.recipe
+    rel = os.path.relpath(recipe.path, ROOT)
+    return {
+        "recipe": recipe.path if rel.startswith("..") else rel,
+        "recipe_stem": recipe.stem,
+        "id": point.id,
+        "slug": point.slug,
+        "bindings": point.bindings,
+        "values": point.values,
+        "gin_files": gin_files,
+        "gin_params": plan.gin_params,
+        "smoke": bool(plan.overlays),
+        "report": recipe.report,
+        "header": recipe.header,
+    }
+
+
+def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
+    """Prints done / skipped / failed counts and the reasons; returns 1 if any point failed."""
+    count = {
+        s: [o for o in outcomes if o.state == s]
+        for s in ("trained", "skipped", "failed", "busy", "interrupted")
+    }
+    parts = [
+        f"{len(count['trained'])} trained",
+        f"{len(count['skipped'])} already done",
+        f"{len(count['failed'])} failed",
+    ]
+    parts += [f"{len(count[s])} {s}" for s in ("busy", "interrupted") if count[s]]
+    print(f"summary: {len(outcomes)} points in {_rel(plan.runs_root)}: " + ", ".join(parts))
+    for o in count["failed"]:
+        print(f"  failed {o.point.slug}: {o.detail}")
+    for o in count["busy"]:
+        print(f"  busy   {o.point.slug}: {o.detail}")
+    return 1 if count["failed"] else 130 if count["interrupted"] else 0
+
+
+def make_report(plan: Plan) -> int:
+    """Runs `python -m supcon.report` over the recipe's run directories when it makes sense."""
+    if not FLAGS.report or _secondary_worker():
+        return 0
+    if not os.path.exists(REPORTER):
+        print("report: skipped (supcon/report.py is not available)")
+        return 0
+    waiting = [p for p in plan.grid_points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
+    if plan.sharded and waiting:
+        print(
+            f"report: skipped, {len(waiting)} points of other shards are not done; when they are, run "
+            f"python -m supcon.report {_rel(plan.runs_root)} --out {_rel(plan.report_out)}"
+        )
+        return 0
+    cmd = [sys.executable, "-m", "supcon.report", plan.runs_root, "--out", plan.report_out]
+    code = subprocess.run(cmd, env=child_env(threads_per_job(1))).returncode
+    if code != 0:
+        print(f"report: failed (exit code {code}): {' '.join(cmd)}")
+        return 1
+    print(f"report: {_rel(os.path.join(plan.report_out, 'README.md'))}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Plans, validates, runs the points, summarizes and reports; returns the exit code."""
+    try:
+        plan = make_plan(argv)
+        if FLAGS.dry_run:
+            return dry_run(plan)
+        print(describe_grid(plan), flush=True)
+        todo = [p for p in plan.points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
+        if todo:
+            print(
+                f"validating {len(todo)} points with python -m {FLAGS.main_module} --validate ...",
+                flush=True,
+            )
+            validate(plan, todo)
+    except UsageError as e:
+        print(f"runner.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted before anything ran", file=sys.stderr)
+        return 130
+    outcomes = Launcher(plan, FLAGS.jobs, FLAGS.main_module, FLAGS.claim_timeout).run()
+    code = summarize(plan, outcomes)
+    if code == 130:
+        return code
+    return make_report(plan) or code
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parses flags; a bad flag ends with one line on stderr and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except SystemExit:
+        if {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:]):
+            sys.exit(0)  # absl exits 1 after printing help
+        raise
+    except flags.Error as e:
+        print(f"runner.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,270 @@
+"""Tests for supcon.grid: reading recipes, expanding grids, point ids, slugs, --shard and --only."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from supcon import grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name, count",
+    [("grid.gin", 4), ("axes.gin", 6), ("single.gin", 1), ("cases.gin", 3), ("invalid.gin", 2)],
+)
+def test_fixture_recipes_expand(name, count):
+    points = grid.expand(grid.load_recipe(fixture(name)))
+    assert len(points) == count
+    assert len({p.id for p in points}) == count
+    assert len({p.slug for p in points}) == count
+    for p in points:
+        assert re.fullmatch(r"[0-9a-f]{8}", p.id)
+        assert SLUG_RE.match(p.slug) and len(p.slug) <= grid.MAX_SLUG, p.slug
+
+
+def test_every_fixture_recipe_is_covered():
+    names = {os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.gin"))}
+    assert names == {"base.gin", "grid.gin", "axes.gin", "single.gin", "cases.gin", "invalid.gin"}
+
+
+def test_recipe_contents_follow_includes_and_header():
+    recipe = grid.load_recipe(fixture("grid.gin"))
+    assert recipe.stem == "grid"
+    assert recipe.header[0].startswith("Reproduces: nothing")
+    assert [h.split(":")[0] for h in recipe.header] == ["Reproduces", "Run", "Cost", "Expect"]
+    assert recipe.axes == {"SEED": [0, 1]}
+    assert recipe.points == [
+        {"METHOD": "supcon", "LOSS": "@supcon"},
+        {"METHOD": "ce", "LOSS": "@ce"},
+    ]
+    assert recipe.report == {"rows": ["METHOD"], "metrics": ["eval/top1"], "title": "Fixture grid"}
+    assert recipe.keys == ["METHOD", "LOSS", "SEED"]
+    assert recipe.macros["TEMPERATURE"] == 0.1  # from base.gin, included relative to grid.gin
+    assert recipe.files == [fixture("grid.gin"), fixture("base.gin")]
+
+
+def test_points_times_axes_in_declaration_order():
+    points = grid.expand(grid.load_recipe(fixture("grid.gin")))
+    assert [p.slug for p in points] == [
+        "method-supcon_loss-supcon_seed-0",
+        "method-supcon_loss-supcon_seed-1",
+        "method-ce_loss-ce_seed-0",
+        "method-ce_loss-ce_seed-1",
+    ]
+    assert points[0].bindings == {"METHOD": "'supcon'", "LOSS": "@supcon", "SEED": "0"}
+    assert points[0].gin_text() == "METHOD = 'supcon'\nLOSS = @supcon\nSEED = 0\n"
+    assert points[2].values == {"METHOD": "ce", "LOSS": "@ce", "SEED": 0}
+
+
+def test_later_bindings_win_and_overlays_apply(tmp_path):
+    path = write(tmp_path, "r.gin", "grid.axes = {'SEED': [0, 1, 2]}\nX = 1\nSEED = 0\n")
+    overlay = write(tmp_path, "o.gin", "X = 2\n")
+    recipe = grid.load_recipe(path, overlays=[overlay], gin_params=["grid.axes = {'SEED': [5]}"])
+    assert recipe.macros["X"] == 2
+    assert [p.values for p in grid.expand(recipe)] == [{"SEED": 5}]
+
+
+def test_include_resolves_from_recipes_dir(tmp_path):
+    recipes = tmp_path / "recipes"
+    (recipes / "base").mkdir(parents=True)
+    (recipes / "base" / "b.gin").write_text("Y = 3\n")
+    path = write(tmp_path, "top.gin", "include 'base/b.gin'\ngrid.axes = {'SEED': [0]}\nSEED = 1\n")
+    assert grid.load_recipe(path, recipes_dir=str(recipes)).macros["Y"] == 3
+
+
+def test_ids_are_stable_across_processes_and_dict_order(tmp_path):
+    ids = [p.id for p in grid.expand(grid.load_recipe(fixture("axes.gin")))]
+    code = (
+        "from supcon import grid;"
+        f"print(' '.join(p.id for p in grid.expand(grid.load_recipe({fixture('axes.gin')!r}))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONHASHSEED="123"),
+    )
+    assert out.stdout.split() == ids
+    a = write(
+        tmp_path, "same.gin", "grid.axes = {'LR': [0.1, 1.0], 'SEED': [0, 1]}\nLR = 1\nSEED = 0\n"
+    )
+    sub = tmp_path / "other"
+    sub.mkdir()
+    b = str(sub / "same.gin")
+    with open(b, "w") as f:
+        f.write("SEED = 0\nLR = 1\ngrid.axes = {'SEED': [0, 1], 'LR': [0.1, 1.0]}\n")
+    ids_a = {p.id: p.values for p in grid.expand(grid.load_recipe(a))}
+    ids_b = {p.id: p.values for p in grid.expand(grid.load_recipe(b))}
+    assert ids_a == ids_b
+
+
+def test_ids_depend_on_recipe_stem_and_values():
+    assert grid.point_id("a", {"SEED": "0"}) != grid.point_id("b", {"SEED": "0"})
+    assert grid.point_id("a", {"SEED": "0"}) != grid.point_id("a", {"SEED": "1"})
+    assert grid.point_id("a", {"X": "1", "Y": "2"}) == grid.point_id("a", {"Y": "2", "X": "1"})
+
+
+def test_slugs_are_filesystem_safe_unique_and_short(tmp_path):
+    path = write(
+        tmp_path,
+        "s.gin",
+        "grid.points = [{'NAME': 'a/b c', 'LR': -0.5}, {'NAME': 'a b/c', 'LR': -0.5},"
+        " {'NAME': '..', 'LR': 1e-05}]\n"
+        f"grid.axes = {{'LONG': ['{'x' * 150}', 'y'], 'SEED': [0]}}\n"
+        "train.name = %NAME\ntrain.lr = %LR\ntrain.long = %LONG\ntrain.seed = %SEED\n",
+    )
+    points = grid.expand(grid.load_recipe(path))
+    slugs = [p.slug for p in points]
+    assert len(set(slugs)) == len(slugs) == 6
+    for p in points:
+        assert SLUG_RE.match(p.slug) and len(p.slug) <= grid.MAX_SLUG, p.slug
+    assert "lr--0.5" in slugs[0]  # the sign of a negative number is kept
+    assert slugs[0].endswith(points[0].id) and slugs[2].endswith(points[2].id)  # long: cut + id
+    assert slugs[1] == "name-a-b-c_lr--0.5_long-y_seed-0-" + points[1].id  # collides with [3]
+    assert slugs[5] == "name-none_lr-1e-05_long-y_seed-0"  # ".." is no path component
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("grid.axes = {'seed': [0, 1]}", "key 'seed' must be an UPPER_CASE"),
+        ("grid.axes = {'SEED': 0}", "grid.axes['SEED'] must be a non-empty list"),
+        ("grid.axes = {'SEED': []}", "grid.axes['SEED'] must be a non-empty list"),
+        ("grid.axes = [0, 1]", "grid.axes must be a dict"),
+        ("grid.points = [{'A': 1}, 2]", "grid.points[1] must be a dict"),
+        ("grid.points = [{'A': 1}, {'TYPO': 2}]", "grid key TYPO is neither bound"),
+        ("grid.axes = {'TYPO': [1]}", "grid key TYPO is neither bound"),
+        ("grid.points = []", "grid.points must be a non-empty list"),
+        ("grid.points = [{'a': 1}]", "grid.points[0] key 'a'"),
+        (
+            "grid.points = [{'A': 1}]\ngrid.axes = {'A': [1]}",
+            "A is in both grid.axes and grid.points",
+        ),
+        ("grid.points = [{'A': 1}, {'A': 1}]", "duplicate grid point"),
+        ("grid.axes = {'A': [1, 1]}", "duplicate grid point"),
+        ("grid.axis = {'A': [1]}", "unknown binding grid.axis"),
+        ("train/grid.axes = {'A': [1]}", "must not be scoped"),
+        ("include 'missing.gin'", "include 'missing.gin' not found"),
+        ("X = [1, 2", "EOF in multi-line statement"),
+        ("X = foo", "cannot parse the value foo"),
+    ],
+)
+def test_bad_recipes_name_file_and_binding(tmp_path, text, message):
+    path = write(tmp_path, "bad.gin", "# header\nA = 0\nB = 0\nSEED = 0\n" + text + "\n")
+    with pytest.raises(grid.GridError) as info:
+        grid.expand(grid.load_recipe(path))
+    error = str(info.value)
+    assert message in error
+    assert "bad.gin:5" in error or "bad.gin:6" in error
+    assert "\n" not in error
+
+
+def test_points_may_bind_different_macros(tmp_path):
+    text = (
+        "A = 0\nB = 0\nSEED = 0\n"
+        "grid.points = [{'A': 1, 'B': 2}, {'A': 2}]\ngrid.axes = {'SEED': [0, 1]}\n"
+    )
+    recipe = grid.load_recipe(write(tmp_path, "h.gin", text))
+    assert recipe.keys == ["A", "B", "SEED"]
+    points = grid.expand(recipe)
+    assert [p.slug for p in points] == [
+        "a-1_b-2_seed-0",
+        "a-1_b-2_seed-1",
+        "a-2_seed-0",
+        "a-2_seed-1",
+    ]
+    assert [p.slug for p in grid.select(points, {"B": ["2"]})] == [
+        "a-1_b-2_seed-0",
+        "a-1_b-2_seed-1",
+    ]
+
+
+def test_include_cycle_is_an_error(tmp_path):
+    write(tmp_path, "a.gin", "include 'b.gin'\n")
+    write(tmp_path, "b.gin", "include 'a.gin'\n")
+    with pytest.raises(grid.GridError, match="include cycle"):
+        grid.load_recipe(str(tmp_path / "a.gin"))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -3, 0.1, 1e-5, True, None, "text", "it's", [1, 2.5], (1,), (0.08, 1.0), {"a": [1, "b"]}],
+)
+def test_format_value_round_trips_through_gin(value):
+    [statement] = grid.parse_statements(f"X = {grid.format_value(value)}", "t")
+    assert statement.value == value and type(statement.value) is type(value)
+
+
+def test_references_stay_unquoted():
+    assert grid.format_value("@supcon/contrastive") == "@supcon/contrastive"
+    assert grid.format_value("%BATCH") == "%BATCH"
+    assert grid.format_value(["@a", "b"]) == "[@a, 'b']"
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 7])
+def test_shards_are_disjoint_and_cover_the_grid(count):
+    points = grid.expand(grid.load_recipe(fixture("axes.gin")))
+    slices = [grid.shard(points, i, count) for i in range(count)]
+    ids = [p.id for s in slices for p in s]
+    assert sorted(ids) == sorted(p.id for p in points)  # covering, and disjoint (no repeats)
+    assert max(map(len, slices)) - min(map(len, slices)) <= 1  # balanced
+    for s in slices:  # grid order kept inside a slice
+        assert [p.index for p in s] == sorted(p.index for p in s)
+
+
+@pytest.mark.parametrize("text", ["3/2", "2/2", "abc", "1/0", "-1/2", "1/", "", "1/2/3"])
+def test_parse_shard_rejects_bad_values(text):
+    with pytest.raises(grid.GridError, match="--shard"):
+        grid.parse_shard(text)
+
+
+def test_parse_shard_accepts_zero_based():
+    assert grid.parse_shard("0/1") == (0, 1)
+    assert grid.parse_shard("3/4") == (3, 4)
+
+
+def test_only_filters_and_rejects_unknown_axes():
+    points = grid.expand(grid.load_recipe(fixture("grid.gin")))
+    keys = ["METHOD", "LOSS", "SEED"]
+    pick = grid.select(points, grid.parse_only(["METHOD=ce"], keys))
+    assert [p.slug for p in pick] == ["method-ce_loss-ce_seed-0", "method-ce_loss-ce_seed-1"]
+    pick = grid.select(points, grid.parse_only(["METHOD='ce'", "SEED=1", "SEED=0"], keys))
+    assert len(pick) == 2
+    pick = grid.select(points, grid.parse_only(["LOSS=@supcon", "SEED=1"], keys))
+    assert [p.slug for p in pick] == ["method-supcon_loss-supcon_seed-1"]
+    with pytest.raises(grid.GridError, match="has no axis TEMPERATURE"):
+        grid.parse_only(["TEMPERATURE=0.1"], keys)
+    with pytest.raises(grid.GridError, match="must be KEY=VALUE"):
+        grid.parse_only(["SEED"], keys)
+    with pytest.raises(grid.GridError, match="matches no point"):
+        grid.select(points, grid.parse_only(["SEED=7"], keys))
+
+
+def test_only_compares_values_not_text():
+    points = grid.expand(grid.load_recipe(fixture("axes.gin")))
+    pick = grid.select(points, {"TEMPERATURE": ["0.50"]})
+    assert {p.values["TEMPERATURE"] for p in pick} == {0.5}
+
+
+def test_grid_imports_no_tensorflow():
+    code = "import sys, supcon.grid; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

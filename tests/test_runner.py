@@ -1,0 +1,386 @@
+"""Tests for runner.py, with a fake trainer (tests/fixtures/runner/fake_main.py) instead of supcon.main.
+
+Every test runs `python runner.py` in a subprocess, in a temporary directory, as a user would.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from supcon import workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
+RUNNER = os.path.join(ROOT, "runner.py")
+CORES = len(os.sched_getaffinity(0))
+
+
+def fixture(name):
+    return os.path.join(FIXTURES, name)
+
+
+def env_for(tmp_path):
+    return dict(
+        os.environ,
+        PYTHONPATH=FIXTURES,
+        FAKE_TRAIN_LOG=str(tmp_path / "train.log"),
+        FAKE_VALIDATE_LOG=str(tmp_path / "validate.log"),
+    )
+
+
+def runner_cmd(tmp_path, *args):
+    """The runner with the fake trainer; --noreport unless the args say --report."""
+    report = [] if "--report" in args else ["--noreport"]
+    return [sys.executable, RUNNER, *args, "--runs_dir", str(tmp_path / "runs"),
+            "--main_module", "fake_main", *report]  # fmt: skip
+
+
+def run(tmp_path, *args):
+    return subprocess.run(
+        runner_cmd(tmp_path, *args), cwd=tmp_path, env=env_for(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def read_lines(path):
+    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+
+
+def trained(tmp_path):
+    """Workdirs the fake trainer trained, one entry per training run."""
+    return [os.path.basename(r["workdir"]) for r in read_lines(tmp_path / "train.log")]
+
+
+def tree(path):
+    return sorted(
+        os.path.relpath(os.path.join(d, n), path) for d, ds, fs in os.walk(path) for n in ds + fs
+    )
+
+
+def test_runner_imports_no_tensorflow():
+    code = "import sys, runner; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_help_is_fast():
+    start = time.time()
+    proc = subprocess.run([sys.executable, RUNNER, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "python runner.py RECIPE.gin" in proc.stdout and "--shard" in proc.stdout
+    assert time.time() - start < 10
+
+
+BAD_FLAGS = [
+    (["{grid}", "--shard", "3/2"], "--shard 3/2"),
+    (["{grid}", "--shard", "abc"], "--shard 'abc'"),
+    (["{grid}", "--jobs", "0"], "--jobs must be"),
+    (["{grid}", "--jobs", "two"], "--jobs=two"),
+    (["{grid}", "--only", "TEMPERATURE=0.1"], "no axis TEMPERATURE"),
+    (["{grid}", "--only", "SEED=9"], "matches no point"),
+    (["{grid}", "--gin_param", "train.x = = 1"], "--gin_param 'train.x = = 1'"),
+    (["{grid}", "--gin_param", "SEED = 3"], "rebinds the grid axis SEED"),
+    (["missing.gin"], "does not exist"),
+    (["folder"], "is a folder"),
+    (["notes.txt"], "is not a gin file"),
+    (["{grid}", "--runs_dir", "afile"], "--runs_dir afile is a file"),
+    (["{grid}", "--runs_dir", "afile/sub"], "is a file, not a directory"),
+    (["{grid}", "--report", "--report_dir", "afile"], "--report_dir afile is a file"),
+    (["{grid}", "--claim_timeout", "-1"], "--claim_timeout"),
+    (["{grid}", "--no_such_flag"], "no_such_flag"),
+    ([], "expected one recipe"),
+    (["{bad_grid}"], "bad.gin:2: grid.axes key 'seed'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_FLAGS)
+def test_bad_flags_give_one_line_and_write_nothing(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("not gin\n")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "bad.gin").write_text("# bad\ngrid.axes = {'seed': [0]}\n")
+    names = {"grid": fixture("grid.gin"), "bad_grid": str(tmp_path / "bad.gin")}
+    args = [a.format(**names) for a in args]
+    before = tree(tmp_path)
+    cmd = [sys.executable, RUNNER, *args, "--main_module", "fake_main"]
+    if "--runs_dir" not in args:
+        cmd += ["--runs_dir", "runs"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("runner.py: error:") and message in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert tree(tmp_path) == before
+
+
+def test_invalid_point_stops_everything_before_writing(tmp_path):
+    proc = run(tmp_path, fixture("invalid.gin"))
+    assert proc.returncode == 2
+    assert "invalid point name-bad_fake_invalid-unknown-binding-train.temprature" in proc.stderr
+    assert (
+        "<bindings of name-bad" in proc.stderr and "unknown binding train.temprature" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() and not trained(tmp_path)
+    [call] = read_lines(tmp_path / "validate.log")  # one validation process for all points
+    assert len(call["names"]) == 2
+
+
+def test_validator_crash_is_one_line(tmp_path):
+    cmd = runner_cmd(tmp_path, fixture("single.gin")) + ["--main_module", "no_such_module"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env_for(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "validation failed" in proc.stderr
+    assert "No module named no_such_module" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_writes_run_dirs_and_rerun_skips_done_points(tmp_path):
+    proc = run(tmp_path, fixture("grid.gin"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    slugs = sorted(trained(tmp_path))
+    assert len(slugs) == 4 and len(set(slugs)) == 4
+    run_dir = tmp_path / "runs" / "grid" / "method-ce_loss-ce_seed-1"
+    assert workdir.point_status(str(run_dir)) == "done"
+    point = json.load(open(run_dir / workdir.POINT))
+    assert point["recipe"] == "tests/fixtures/runner/grid.gin" and point["recipe_stem"] == "grid"
+    assert point["slug"] == "method-ce_loss-ce_seed-1" and len(point["id"]) == 8
+    assert point["bindings"] == {"METHOD": "'ce'", "LOSS": "@ce", "SEED": "1"}
+    assert point["values"] == {"METHOD": "ce", "LOSS": "@ce", "SEED": 1}
+    assert point["gin_files"] == [fixture("grid.gin"), str(run_dir / "point.gin")]
+    assert point["gin_params"] == [] and point["smoke"] is False
+    assert point["report"]["rows"] == ["METHOD"] and point["header"][0].startswith("Reproduces:")
+    assert (run_dir / "point.gin").read_text().endswith("METHOD = 'ce'\nLOSS = @ce\nSEED = 1\n")
+    assert "fake training" in (run_dir / workdir.LOG).read_text()
+    assert not (run_dir / workdir.CLAIM).exists()  # released
+    record = read_lines(tmp_path / "train.log")[0]
+    assert record["threads"] == str(CORES) and record["macros"]["SEED"] in ("0", "1")
+    assert "[4/4] done" in proc.stdout and "4 trained, 0 already done, 0 failed" in proc.stdout
+
+    again = run(tmp_path, fixture("grid.gin"))
+    assert again.returncode == 0
+    assert again.stdout.count("(done)") == 4 and "0 trained, 4 already done" in again.stdout
+    assert len(trained(tmp_path)) == 4  # nothing retrained
+    assert len(read_lines(tmp_path / "validate.log")) == 1  # nothing left to validate
+
+
+def test_failed_points_are_reported_and_partial_points_resume(tmp_path):
+    proc = run(tmp_path, fixture("cases.gin"))
+    assert proc.returncode == 1
+    assert "1 trained, 0 already done, 2 failed" in proc.stdout
+    assert (
+        "failed case-fail_fake_fail-true_fake_crash_once-false: fake failure: loss is NaN at step 3"
+        in proc.stdout
+    )
+    assert "fake crash: killed at step 5 (exit code 3)" in proc.stdout  # last log line + exit code
+    assert sorted(trained(tmp_path)) == sorted(
+        ["case-ok_fake_fail-false_fake_crash_once-false", "case-fail_fake_fail-true_fake_crash_once-false",
+         "case-crash_fake_fail-false_fake_crash_once-true"]
+    )  # fmt: skip
+
+    dry = run(tmp_path, fixture("cases.gin"), "--dry_run")
+    assert dry.returncode == 0
+    status = {
+        line.split()[-1].split("/")[-1]: line.split()[0]
+        for line in dry.stdout.splitlines()
+        if "runs/" in line and "fake failure" not in line
+    }
+    assert status["case-ok_fake_fail-false_fake_crash_once-false"] == "done"
+    assert status["case-crash_fake_fail-false_fake_crash_once-true"] == "partial"
+    assert "failed   " in dry.stdout and "fake failure: loss is NaN" in dry.stdout
+
+    again = run(tmp_path, fixture("cases.gin"), "--only", "CASE=crash", "--only", "CASE=ok")
+    assert again.returncode == 0, again.stdout
+    assert "(resuming)" in again.stdout and "0 failed" in again.stdout
+    records = read_lines(tmp_path / "train.log")
+    assert [r["resumed"] for r in records if "crash_once-true" in r["workdir"]] == [False, True]
+    assert len(records) == 4  # the done point was skipped, the failed one not selected
+
+
+def test_jobs_run_points_at_once_and_divide_threads(tmp_path):
+    proc = run(tmp_path, fixture("axes.gin"), "--jobs", "2", "--gin_param", "FAKE_SLEEP = 0.4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = read_lines(tmp_path / "train.log")
+    assert len(records) == 6
+    assert {r["threads"] for r in records} == {str(max(1, CORES // 2))}
+    spans = sorted((r["start"], r["end"]) for r in records)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))  # some overlap
+
+
+def test_two_runners_at_once_train_each_point_once(tmp_path):
+    args = (fixture("axes.gin"), "--jobs", "2", "--gin_param", "FAKE_SLEEP = 0.3")
+    procs = [
+        subprocess.Popen(runner_cmd(tmp_path, *args), cwd=tmp_path, env=env_for(tmp_path),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    slugs = trained(tmp_path)
+    assert sorted(slugs) == sorted(set(slugs)) and len(slugs) == 6
+    for slug in slugs:
+        assert workdir.point_status(str(tmp_path / "runs" / "axes" / slug)) == "done"
+
+
+def write_claim(run_dir, **claim):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, workdir.CLAIM), "w") as f:
+        json.dump(claim, f)
+
+
+def test_live_claim_is_respected_and_stale_claim_taken_over(tmp_path):
+    run_dir = tmp_path / "runs" / "single" / "default"
+    write_claim(run_dir, host="elsewhere", pid=1, time=time.time(), token="x")
+    proc = run(tmp_path, fixture("single.gin"), "--claim_timeout", "30")
+    assert proc.returncode == 0 and "busy" in proc.stdout and "elsewhere:1" in proc.stdout
+    assert not trained(tmp_path) and (run_dir / workdir.CLAIM).exists()
+    dry = run(tmp_path, fixture("single.gin"), "--dry_run", "--claim_timeout", "30")
+    assert "[claimed by elsewhere:1" in dry.stdout
+
+    write_claim(run_dir, host="elsewhere", pid=1, time=time.time() - 60, token="x")
+    proc = run(tmp_path, fixture("single.gin"), "--claim_timeout", "30")
+    assert proc.returncode == 0 and "1 trained" in proc.stdout
+    assert trained(tmp_path) == ["default"] and not (run_dir / workdir.CLAIM).exists()
+
+
+def test_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "runs" / "single" / "default"
+    write_claim(
+        run_dir,
+        host=socket.gethostname(),
+        pid=dead.pid,
+        child_pid=None,
+        time=time.time(),
+        token="x",
+    )
+    proc = run(tmp_path, fixture("single.gin"))  # default --claim_timeout: 600 s
+    assert proc.returncode == 0 and "1 trained" in proc.stdout
+    assert trained(tmp_path) == ["default"]
+
+
+def test_dry_run_shows_status_and_writes_nothing(tmp_path):
+    root = tmp_path / "runs" / "axes"
+    workdir.write_json_atomic(
+        str(root / "temperature-0.05_seed-0" / workdir.RESULT), {"eval/top1": 0.5}
+    )
+    workdir.write_status(str(root / "temperature-0.05_seed-1"), workdir.FAILED, 3, "loss is NaN")
+    os.makedirs(root / "temperature-0.1_seed-0" / workdir.CKPT_DIR / "ckpt-1")
+    before = tree(tmp_path)
+    proc = run(tmp_path, fixture("axes.gin"), "--dry_run")
+    assert proc.returncode == 0
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert [r[0] for r in rows] == ["done", "failed", "partial", "new", "new", "new"]
+    assert rows[1][-3:] == ["loss", "is", "NaN"]
+    assert "status: 1 done, 1 failed, 3 new, 1 partial" in proc.stdout
+    assert tree(tmp_path) == before and not trained(tmp_path)
+
+
+def test_shards_from_the_command_line_are_disjoint_and_cover(tmp_path):
+    def ids(*args):
+        out = run(tmp_path, fixture("axes.gin"), "--dry_run", *args).stdout
+        return [line.split()[1] for line in out.splitlines() if line.startswith("  ")]
+
+    everything = ids()
+    slices = [ids("--shard", f"{i}/4") for i in range(4)]
+    assert sorted(sum(slices, [])) == sorted(everything) and len(everything) == 6
+    assert ids("--only", "SEED=1") == [everything[i] for i in (1, 3, 5)]
+
+
+def test_shard_runs_only_its_slice(tmp_path):
+    proc = run(tmp_path, fixture("axes.gin"), "--shard", "1/3")
+    assert proc.returncode == 0 and "2 selected" in proc.stdout
+    assert len(trained(tmp_path)) == 2
+
+
+def test_rerun_with_other_gin_params_is_refused(tmp_path):
+    assert run(tmp_path, fixture("single.gin"), "--gin_param", "FAKE_TOP1 = 0.9").returncode == 0
+    result = json.load(open(tmp_path / "runs" / "single" / "default" / workdir.RESULT))
+    assert result["eval/top1"] == 0.9
+    proc = run(tmp_path, fixture("single.gin"))
+    assert proc.returncode == 2 and "was run with --gin_param ['FAKE_TOP1 = 0.9']" in proc.stderr
+    assert len(trained(tmp_path)) == 1
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "recipes", "smoke.gin")),
+    reason="no recipes/smoke.gin yet",
+)
+def test_smoke_appends_the_overlay_in_its_own_runs_dir(tmp_path):
+    proc = run(tmp_path, fixture("single.gin"), "--smoke")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    point = json.load(open(tmp_path / "runs" / "smoke" / "single" / "default" / workdir.POINT))
+    assert point["smoke"] is True
+    assert point["gin_files"][-1] == os.path.join(ROOT, "recipes", "smoke.gin")
+
+
+def run_python(code, *args):
+    """Runs `code` in a fresh interpreter (runner defines absl flags; keep them out of this process)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_claim_is_exclusive_and_only_its_owner_refreshes_or_releases(tmp_path):
+    code = """
+import json, sys, time
+from runner import Claim
+d = sys.argv[1]
+a, b = Claim(d, 30), Claim(d, 30)
+out = [a.acquire(), b.acquire(), bool(b.holder())]
+b.release()                       # not b's claim: no effect
+out += [a.refresh(), bool(b.holder())]
+a.release()
+out += [b.acquire(), a.refresh()]
+claim = json.load(open(d + '/claim.json'))
+claim['time'] = time.time() - 100  # b went silent
+json.dump(claim, open(d + '/claim.json', 'w'))
+c = Claim(d, 30)
+out += [c.acquire(), b.refresh(), c.refresh()]
+print(json.dumps(out))
+"""
+    out = json.loads(run_python(code, str(tmp_path)))
+    assert out == [True, False, True, True, True, True, False, True, False, True]
+
+
+def test_only_one_of_many_runners_takes_over_a_stale_claim(tmp_path):
+    write_claim(str(tmp_path), host="elsewhere", pid=1, time=time.time() - 100, token="old")
+    code = "import sys, time; from runner import Claim; time.sleep(max(0, float(sys.argv[2]) - time.time())); print(Claim(sys.argv[1], 10).acquire())"
+    start = str(time.time() + 2)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path), start],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    results = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert sorted(results) == ["False"] * 5 + ["True"]
+    assert json.load(open(tmp_path / workdir.CLAIM))["token"] != "old"
+
+
+def test_report_waits_for_the_other_shards(tmp_path):
+    proc = run(tmp_path, fixture("axes.gin"), "--shard", "0/2", "--report")
+    assert proc.returncode == 0
+    assert "report: skipped, 3 points of other shards are not done" in proc.stdout
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(ROOT, "supcon", "report.py")), reason="no reporter yet"
+)
+def test_report_is_written_after_the_grid(tmp_path):
+    proc = run(tmp_path, fixture("grid.gin"), "--report")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "report: reports/grid/README.md" in proc.stdout
+    assert (tmp_path / "reports" / "grid" / "README.md").exists()
