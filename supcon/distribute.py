@@ -97,6 +97,17 @@ def make_strategy(
     return _tpu(tpu_name)
 
 
+def task_index(strategy: tf.distribute.Strategy) -> int:
+    """This worker's index in a multi-worker cluster (0: the chief, or no cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 0
+    if resolver.task_type == "chief":
+        return 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return int(resolver.task_id) + (1 if has_chief else 0)
+
+
 def check_global_batch(global_batch_size: int, num_replicas: int, name: str = "batch_size") -> int:
     """Returns the per-replica batch; raises if the global batch does not split evenly over replicas."""
     if global_batch_size < 1:

@@ -110,7 +110,7 @@ def _cap_positives(mask: tf.Tensor, diagonal: tf.Tensor, keep: int) -> tf.Tensor
     samples in batch order. Extra picks on rows with fewer positives are removed by the final product.
     """
     without_self = tf.minimum(mask, 1.0 - diagonal)  # [B, M]
-    if keep == 0:
+    if isinstance(keep, int) and keep == 0:
         return mask * diagonal
     _, cols = tf.math.top_k(without_self, k=keep)  # [B, keep]
     rows = tf.tile(tf.range(tf.shape(mask)[0])[:, None], [1, keep])
@@ -204,7 +204,7 @@ def contrastive_loss(
     if contrast_features is not None:
         extra = tf.stop_gradient(tf.cast(contrast_features, tf.float32))  # [K, D]
         contrast = tf.concat([contrast, extra], axis=0)  # [V*G + K, D]
-        num_extra = extra.shape[0]
+        num_extra = tf.shape(extra)[0]  # may vary: a memory queue fills up over the first steps
         extra_mask = (
             tf.zeros([batch, num_extra]) if labels is None else _same_class(labels, contrast_labels)
         )
@@ -233,7 +233,11 @@ def _loss_from_masks(
 
     capped = mask
     if positives_cap > -1:
-        keep = min(positives_cap // views, int(mask.shape[1]))
+        keep = positives_cap // views
+        if mask.shape[1] is not None:
+            keep = min(keep, int(mask.shape[1]))
+        else:
+            keep = tf.minimum(keep, tf.shape(mask)[1]) if keep else 0
         capped = _cap_positives(mask, diagonal, keep)
     self_cols = tf.reshape(
         tf.range(anchor_views)[:, None] * global_batch + (tf.range(batch) + offset)[None, :], [-1]

@@ -343,3 +343,17 @@ def test_global_batch_check():
         distribute.check_global_batch(7, 2)
     with pytest.raises(ValueError, match="topology"):
         distribute.make_strategy("cluster")
+
+
+def test_extra_contrast_of_varying_size_inside_tf_function():
+    rng = np.random.default_rng(9)
+    z, labels = random_case(rng, batch=4, views=2)
+    queue, queue_labels = random_case(rng, batch=6, views=1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 5]), tf.TensorSpec([None], tf.int64)])
+    def loss(extra, extra_labels):
+        return contrastive_loss(z, labels, positives_cap=2, contrast_features=extra, contrast_labels=extra_labels)
+
+    for k in (0, 3, 6):
+        want = reference_loss(z, labels, 1.0, "all_views", "outside", "all", 2, True, queue[:k, 0], queue_labels[:k])
+        np.testing.assert_allclose(loss(queue[:k, 0], queue_labels[:k]).numpy(), want, rtol=2e-4)

@@ -1,0 +1,185 @@
+"""The training engine, end to end on the bundled digits: each run is a `python -m supcon.main` subprocess."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from supcon import workdir as wd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
+ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def main_cmd(workdir, *params, gin_file=TINY):
+    cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", gin_file]
+    for p in params:
+        cmd += ["--gin_param", p]
+    return cmd
+
+
+def run_main(workdir, *params, timeout=600, env=None):
+    return subprocess.run(
+        main_cmd(workdir, *params), cwd=ROOT, env=env or ENV, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read(workdir, name):
+    return wd.read_json(os.path.join(workdir, name))
+
+
+def train_records(workdir):
+    return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One uninterrupted tiny run, shared by several tests."""
+    workdir = tmp_path_factory.mktemp("run") / "full"
+    proc = run_main(workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir
+
+
+def test_short_run_lowers_loss_and_writes_every_file(finished_run):
+    for name in (wd.CONFIG, wd.OPERATIVE_CONFIG, wd.ENV, wd.METRICS, wd.STATUS, wd.RESULT, wd.EMBEDDINGS):
+        assert os.path.isfile(finished_run / name), name
+    for name in (wd.TB_DIR, wd.CKPT_DIR, wd.EXPORT_DIR):
+        assert os.listdir(finished_run / name), name
+    result = read(finished_run, wd.RESULT)
+    for key in wd.RESULT_KEYS + ("knn/top1",):
+        assert key in result, key
+    assert 0.0 <= result["eval/top1"] <= 1.0 and result["eval/examples"] == 360  # the whole test split
+    assert result["step"] == 24 + 8  # 3 epochs + 1 epoch of 256 examples at batch 32
+    pretrain = [r["loss"] for r in train_records(finished_run) if r["stage"] == "pretrain"]
+    assert pretrain[-1] < pretrain[0], pretrain
+    assert read(finished_run, wd.STATUS)["state"] == wd.DONE
+    env = read(finished_run, wd.ENV)
+    assert env["replicas"] == 1 and len(env["git_sha"]) >= 7 and "tensorflow" in " ".join(env["versions"])
+    assert "train_and_evaluate.stages" in (finished_run / wd.CONFIG).read_text()
+    embeddings = np.load(finished_run / wd.EMBEDDINGS)
+    assert embeddings["embeddings"].shape[0] == embeddings["labels"].shape[0] == 100
+
+
+def test_sigkill_then_rerun_gives_identical_metrics(finished_run, tmp_path):
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(main_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = workdir / wd.CKPT_DIR
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if ckpt.is_dir() and any(n.startswith("ckpt-12") for n in os.listdir(ckpt)):
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / wd.RESULT).exists()
+    rerun = run_main(workdir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "steps 12.." in rerun.stdout or "steps 16.." in rerun.stdout, rerun.stdout[-2000:]
+    a, b = read(finished_run, wd.RESULT), read(workdir, wd.RESULT)
+    for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1", "step"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+
+
+def test_rerun_of_finished_run_does_not_train_again(finished_run):
+    before = len(train_records(finished_run))
+    proc = run_main(finished_run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(train_records(finished_run)) == before
+
+
+def test_non_finite_loss_marks_run_failed(tmp_path):
+    proc = run_main(tmp_path / "nan", "train_and_evaluate.inject_nan_at_step = 3")
+    assert proc.returncode != 0
+    status = read(tmp_path / "nan", wd.STATUS)
+    assert status["state"] == wd.FAILED and status["step"] == 3 and "non-finite loss" in status["reason"]
+    assert not (tmp_path / "nan" / wd.RESULT).exists()
+
+
+def test_eval_mode_on_latest_checkpoint(finished_run):
+    proc = run_main(finished_run, "train_and_evaluate.mode = 'eval'", "train_and_evaluate.export_model = False")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = [r for r in wd.read_jsonl(os.path.join(finished_run, wd.METRICS)) if r["kind"] == "eval"]
+    assert len(evals) >= 2 and evals[-1]["eval/top1"] == pytest.approx(evals[0]["eval/top1"])
+
+
+def test_export_round_trip(finished_run):
+    import tensorflow as tf
+
+    from supcon import data
+
+    loaded = tf.saved_model.load(str(finished_run / wd.EXPORT_DIR))
+    serve = loaded.signatures["serving_default"]
+    test = data.load_source("digits").split_dataset("test").batch(1000)
+    batch = next(iter(test))
+    out = serve(images=batch["image"])
+    assert out["logits"].shape == (360, 10) and out["embeddings"].shape[0] == 360
+    norms = np.linalg.norm(out["embeddings"].numpy(), axis=1)
+    np.testing.assert_allclose(norms, 1.0, rtol=1e-4)
+    top1 = np.mean(np.argmax(out["logits"].numpy(), 1) == batch["label"].numpy())
+    assert top1 == pytest.approx(read(finished_run, wd.RESULT)["eval/top1"], abs=1e-9)
+
+
+def first_losses(workdir, n=3):
+    return [r["loss"] for r in train_records(workdir)][:n]
+
+
+def test_two_logical_cpus_match_one_device(tmp_path):
+    common = [
+        "train_and_evaluate.log_every_steps = 1", "PRETRAIN_EPOCHS = 0.375", "LINEAR_EPOCHS = 0.125",
+        "resnet.sync_batch_norm = True", "train_and_evaluate.knn_k = 0", "train_and_evaluate.export_model = False",
+    ]
+    one = run_main(tmp_path / "one", *common)
+    two = run_main(tmp_path / "two", *common, "train_and_evaluate.topology = 'mirrored'", "train_and_evaluate.num_devices = 2")
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr[-2000:], two.stderr[-2000:])
+    assert read(tmp_path / "two", wd.ENV)["replicas"] == 2
+    np.testing.assert_allclose(first_losses(tmp_path / "two"), first_losses(tmp_path / "one"), rtol=1e-4)
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    params = [
+        "train_and_evaluate.log_every_steps = 1", "PRETRAIN_EPOCHS = 0.375", "LINEAR_EPOCHS = 0.125",
+        "train_and_evaluate.topology = 'multi_worker'", "train_and_evaluate.knn_k = 0",
+        "train_and_evaluate.export_model = False", "resnet.sync_batch_norm = True",
+    ]
+    procs = []
+    for index in range(2):
+        env = {**ENV, "SUPCON_THREADS": "1", "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            main_cmd(tmp_path / f"worker{index}", *params), cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))
+    try:
+        outs = [p.communicate(timeout=420) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    env = read(tmp_path / "worker0", wd.ENV)
+    assert env["replicas"] == 2 and env["strategy"] == "MultiWorkerMirroredStrategy"
+    one = run_main(tmp_path / "one", *params[:3], "train_and_evaluate.knn_k = 0",
+                   "train_and_evaluate.export_model = False", "resnet.sync_batch_norm = True")
+    assert one.returncode == 0, one.stderr[-2000:]
+    np.testing.assert_allclose(first_losses(tmp_path / "worker0"), first_losses(tmp_path / "one"), rtol=1e-4)
