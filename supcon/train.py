@@ -49,9 +49,14 @@ class Run:
     """The state of one run: strategy, data source, model, optimizers, checkpoint and the run directory."""
 
     def __init__(self, workdir: str, cfg: dict):
-        self.dir, self.cfg = workdir, cfg
+        self.cfg = cfg
         self.strategy = distribute.make_strategy(cfg["topology"], cfg["num_devices"], cfg["tpu_name"])
         self.replicas = self.strategy.num_replicas_in_sync
+        # Multi-host: every worker takes part in checkpointing and export, but only the chief writes the run
+        # directory; the others write under workdir/worker-<i>/ (so a shared workdir sees one writer).
+        task = distribute.task_index(self.strategy)
+        self.dir = workdir if task == 0 else os.path.join(workdir, f"worker-{task}")
+        os.makedirs(self.dir, exist_ok=True)
         self.source = _load_source(cfg)
         examples = self.source.num_examples(cfg["train_split"])
         self.train_examples = min(examples, cfg["max_examples"] or examples)
@@ -70,7 +75,7 @@ class Run:
             **({"queue": self.queue} if self.queue is not None else {}),
         )
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(workdir, wd.CKPT_DIR), max_to_keep=cfg["keep_checkpoints"]
+            self.checkpoint, os.path.join(self.dir, wd.CKPT_DIR), max_to_keep=cfg["keep_checkpoints"]
         )
 
     def _input_shape(self) -> tuple:
@@ -450,6 +455,7 @@ def train_and_evaluate(
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     cfg = {k: v for k, v in locals().items() if k not in ("workdir",)}
     run = Run(workdir, cfg)
+    workdir = run.dir
     runinfo.write_env(run)
     wd.write_text_atomic(os.path.join(workdir, wd.OPERATIVE_CONFIG), gin.operative_config_str())
     logger = Logger(run)
