@@ -332,7 +332,7 @@ def run_python(code, *args):
 def test_claim_is_exclusive_and_only_its_owner_refreshes_or_releases(tmp_path):
     code = """
 import json, sys, time
-from runner import Claim
+from supcon.claim import Claim
 d = sys.argv[1]
 a, b = Claim(d, 30), Claim(d, 30)
 out = [a.acquire(), b.acquire(), bool(b.holder())]
@@ -353,7 +353,7 @@ print(json.dumps(out))
 
 def test_only_one_of_many_runners_takes_over_a_stale_claim(tmp_path):
     write_claim(str(tmp_path), host="elsewhere", pid=1, time=time.time() - 100, token="old")
-    code = "import sys, time; from runner import Claim; time.sleep(max(0, float(sys.argv[2]) - time.time())); print(Claim(sys.argv[1], 10).acquire())"
+    code = "import sys, time; from supcon.claim import Claim; time.sleep(max(0, float(sys.argv[2]) - time.time())); print(Claim(sys.argv[1], 10).acquire())"
     start = str(time.time() + 2)
     procs = [
         subprocess.Popen(
