@@ -189,6 +189,8 @@ class ResNet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.depth, self.width_multiplier, self.architecture = depth, width_multiplier, architecture
+        self.cifar_stem = first_conv_stride == 1 and not use_initial_max_pool
         kind, blocks_per_stage = _DEPTHS[depth]
         kind = "resnext" if architecture == "resnext" else kind
         stem_channels = max(1, int(64 * width_multiplier))

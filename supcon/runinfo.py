@@ -42,13 +42,16 @@ def versions() -> dict:
 
 
 def _encoder_description(run) -> str:
+    """E.g. 'ResNet-18 x0.125, CIFAR stem (0.18 M params), input 28x28x1'."""
     enc, cfg = run.encoder, run.cfg
-    params = sum(int(np_prod(v.shape)) for v in enc.weights)
-    depth = getattr(enc, "depth", None)
-    name = f"{type(enc).__name__}{depth or ''}"
-    return f"{name} ({params / 1e6:.2f} M params), input {'x'.join(map(str, run.input_shape))}" + (
-        ", mixed bfloat16" if cfg["mixed_precision"] else ""
-    )
+    params = sum(int(np_prod(v.shape)) for v in enc.trainable_weights)
+    name = type(enc).__name__
+    if hasattr(enc, "depth"):
+        kind = "ResNeXt" if getattr(enc, "architecture", "") == "resnext" else "ResNet"
+        stem = "CIFAR stem" if getattr(enc, "cifar_stem", False) else "ImageNet stem"
+        name = f"{kind}-{enc.depth} x{enc.width_multiplier:g}, {stem}"
+    text = f"{name} ({params / 1e6:.2f} M params), input {'x'.join(map(str, run.input_shape))}"
+    return text + (", mixed bfloat16" if cfg["mixed_precision"] else "")
 
 
 def np_prod(shape) -> int:

@@ -45,6 +45,14 @@ def _load_source(cfg: dict):
         return data.load_source(cfg["fallback_dataset"], None)
 
 
+def _by_path(variables) -> dict:
+    """{variable path: variable}; the paths must be unique."""
+    found = {v.path: v for v in variables}
+    if len(found) != len(variables):
+        raise ValueError("variable paths are not unique; cannot checkpoint them by path")
+    return found
+
+
 class Run:
     """The state of one run: strategy, data source, model, optimizers, checkpoint and the run directory."""
 
@@ -69,9 +77,11 @@ class Run:
         with self.strategy.scope():
             self._build_model()
             self._build_optimizers()
+        # Variables by path, not through Keras object tracking: tf.train.Checkpoint does not see the layers a
+        # Keras 3 model keeps in Python lists (e.g. the residual blocks' batch-norm statistics).
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, step=self.step, train_seconds=self.train_seconds,
-            **{f"optimizer_{p.stage.name}": o for p, o in zip(self.plan, self.optimizers, strict=True)},
+            model=_by_path(self.model.variables), step=self.step, train_seconds=self.train_seconds,
+            **{f"optimizer_{p.stage.name}": _by_path(o.variables) for p, o in zip(self.plan, self.optimizers, strict=True)},
             **({"queue": self.queue} if self.queue is not None else {}),
         )
         self.manager = tf.train.CheckpointManager(
