@@ -29,8 +29,11 @@ def predict(strategy: tf.distribute.Strategy, model: tf.keras.Model, dataset: tf
         out = model(batch["image"], training=False)
         return out["normalized_embedding"], out["logits"], batch["label"]
 
+    options = tf.data.Options()
+    # Workers split every batch (DATA); file sharding fails on single-file datasets and would skip examples.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     parts = {"embedding": [], "logits": [], "label": []}
-    for batch in strategy.experimental_distribute_dataset(dataset):
+    for batch in strategy.experimental_distribute_dataset(dataset.with_options(options)):
         results = strategy.run(step, args=(batch,))
         for key, value in zip(parts, results, strict=True):
             parts[key].append(strategy.gather(value, axis=0).numpy())

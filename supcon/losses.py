@@ -51,10 +51,20 @@ def cross_replica_concat(tensor: tf.Tensor) -> tf.Tensor:
     Gradients flow back through the gather: each replica receives the sum over replicas of the upstream
     gradient of its slice.
     """
-    _, _, ctx = _replica_context()
+    replicas, replica_id, ctx = _replica_context()
     if ctx is None:
         return tensor
-    return ctx.all_gather(tensor, axis=0)
+    # Scatter into this replica's slot of a zero [replicas, ...] tensor and all-reduce (sum): the official
+    # TPU construction. Unlike ReplicaContext.all_gather it works under every strategy (all_gather fails
+    # under MultiWorkerMirroredStrategy in TF 2.21), and the all-reduce passes gradients back.
+    dtype = tensor.dtype
+    values = tf.cast(tensor, tf.float32) if not dtype.is_floating else tensor
+    slots = tf.scatter_nd(
+        [[tf.cast(replica_id, tf.int32)]], values[None], tf.concat([[replicas], tf.shape(values)], 0)
+    )  # [R, B, ...]
+    gathered = ctx.all_reduce(tf.distribute.ReduceOp.SUM, slots)
+    gathered = tf.reshape(gathered, tf.concat([[-1], tf.shape(values)[1:]], 0))  # [R*B, ...]
+    return tf.cast(gathered, dtype) if not dtype.is_floating else gathered
 
 
 def _validate(features, labels, positives_cap, contrast_features, contrast_labels):
