@@ -63,7 +63,9 @@ _registered: set = set()
 
 def one_line(error: BaseException) -> str:
     """An exception as one line: type and message with newlines folded."""
-    text = " ".join(str(error).split())
+    lines = [line.strip() for line in str(error).splitlines()]
+    text = " ".join(line for line in lines if line and set(line) != {"^"})  # gin's caret lines go
+    text = " ".join(text.split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
