@@ -42,6 +42,7 @@ def _load_source(cfg: dict):
             raise
         print(f"dataset {cfg['dataset']!r} unavailable ({e}); using {cfg['fallback_dataset']!r}", flush=True)
         cfg["dataset"] = cfg["fallback_dataset"]
+        cfg["train_split"], cfg["eval_split"] = "train", "test"  # the fallback's splits, not the recipe's
         return data.load_source(cfg["fallback_dataset"], None)
 
 

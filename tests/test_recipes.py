@@ -54,3 +54,20 @@ def test_every_point_of_every_recipe_validates(tmp_path):
     errors = [r for r in results if r["error"]]
     assert not errors, errors[:5]
     assert proc.returncode == 0
+
+
+def test_smoke_run_of_an_imagenet_recipe_end_to_end(tmp_path):
+    """The runner with the real trainer: ImageNet is unavailable here, so the smoke overlay falls back to
+    the bundled digits (and their splits); the point trains, evaluates and is reported; a rerun skips it."""
+    cmd = [
+        sys.executable, "runner.py", "recipes/supcon_imagenet_resnet50.gin", "--smoke",
+        "--runs_dir", str(tmp_path / "runs"), "--report_dir", str(tmp_path / "reports"),
+    ]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "smoke" / "supcon_imagenet_resnet50" / "default"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["eval/examples"] == 64 and 0.0 <= result["eval/top1"] <= 1.0
+    assert (tmp_path / "reports" / "smoke" / "supcon_imagenet_resnet50" / "README.md").is_file()
+    again = subprocess.run(cmd + ["--noreport"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "1 already done" in again.stdout, again.stdout[-2000:]
