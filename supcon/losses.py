@@ -132,6 +132,10 @@ def _cap_positives(mask: tf.Tensor, diagonal: tf.Tensor, keep: int) -> tf.Tensor
     return mask * tf.maximum(tf.minimum(picked, 1.0), diagonal)
 
 
+# Above this many [anchors x contrast] entries, `contrastive_loss` runs blockwise (supcon.losses_blockwise):
+# the same values and gradients without any [A, M] matrix. Measured crossover: reports/benchmarks/README.md.
+BLOCKWISE_MIN_ENTRIES = 1 << 22
+
 _MASKED = -1e30  # stands for log(0) in masked log-sum-exps; finite so that gradients stay finite
 
 
@@ -199,6 +203,14 @@ def contrastive_loss(
     if contrast_labels is not None:
         contrast_labels = tf.convert_to_tensor(contrast_labels)
     batch, views = _validate(features, labels, positives_cap, contrast_features, contrast_labels)
+    if _blockwise_pays(batch, views, contrast_mode, contrast_features):
+        # Imported here, not at the top: losses_blockwise builds on this module.
+        from supcon import losses_blockwise
+
+        return losses_blockwise.blockwise_contrastive_loss(
+            features, labels, temperature, contrast_mode, summation_location, denominator_mode,
+            positives_cap, scale_by_temperature, contrast_features, contrast_labels,
+        )
     features = tf.cast(tf.reshape(features, [batch, views, -1]), tf.float32)  # [B, V, D]
 
     replicas, replica_id, _ = _replica_context()
@@ -224,6 +236,13 @@ def contrastive_loss(
         features, contrast, mask, diagonal, offset, global_batch, temperature, contrast_mode,
         summation_location, denominator_mode, positives_cap, scale_by_temperature,
     )
+
+
+def _blockwise_pays(batch: int, views: int, contrast_mode: str, contrast_features) -> bool:
+    """Whether the [anchors x contrast] matrices would have at least BLOCKWISE_MIN_ENTRIES entries."""
+    anchors = batch * (1 if contrast_mode == "one_view" else views)
+    extra = 0 if contrast_features is None else (contrast_features.shape[0] or 0)  # a dynamic queue: 0
+    return anchors * (views * batch * _replica_context()[0] + extra) >= BLOCKWISE_MIN_ENTRIES
 
 
 def _loss_from_masks(
