@@ -31,11 +31,14 @@ ROOT = os.path.dirname(HERE)
 REPORT_DIR = os.path.join(ROOT, "reports", "benchmarks")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # run as a script from anywhere: `supcon` is imported from this checkout
-OURS = {  # name -> extra gin bindings (all are recipe options except where noted)
-    "fp32": ["train_and_evaluate.mixed_precision = False"],
-    "bf16": ["train_and_evaluate.mixed_precision = True"],
-    "fp32_nondeterministic": ["train_and_evaluate.mixed_precision = False", "train_and_evaluate.deterministic = False"],
-    "fp32_xla": ["train_and_evaluate.mixed_precision = False"],  # + tf.config.optimizer.set_jit (not a recipe option)
+OURS = {  # name -> (extra gin bindings: recipe options, environment of the worker: not recipe options)
+    "fp32": (["train_and_evaluate.mixed_precision = False"], {}),
+    "bf16": (["train_and_evaluate.mixed_precision = True"], {}),
+    "fp32_onednn": (["train_and_evaluate.mixed_precision = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
+    "bf16_onednn": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
+    "fp32_nondeterministic": (["train_and_evaluate.mixed_precision = False",
+                               "train_and_evaluate.deterministic = False"], {}),
+    "fp32_xla": (["train_and_evaluate.mixed_precision = False"], {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2"}),
 }
 PREFIX = "@@ "  # marks protocol lines on a worker's stdout
 
@@ -138,11 +141,8 @@ def ours_worker(name: str, batch: int, views: int, live: bool, warmup: int, widt
     import itertools
     import tempfile
 
-    import tensorflow as tf
 
-    if name.endswith("_xla"):
-        tf.config.optimizer.set_jit(True)
-    run = build_run(recipe_params(batch, views, OURS[name.removeprefix("ours_")], width), tempfile.mkdtemp())
+    run = build_run(recipe_params(batch, views, OURS[name.removeprefix("ours_")][0], width), tempfile.mkdtemp())
     planned = run.plan[0]
     if not live:
         cached = next(run._train_iterator(planned))
@@ -181,6 +181,7 @@ class Worker:
                    "--views", str(args.views), "--warmup", str(args.warmup), "--width", str(args.width)]
         command += ["--live"] if live else []
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]), TF_CPP_MIN_LOG_LEVEL="2")
+        env.update(OURS.get(name.removeprefix("ours_"), ([], {}))[1])
         self.log_path = os.path.join(args.log_dir, f"{name}{'_live' if live else ''}_b{batch}.log")
         os.makedirs(args.log_dir, exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
@@ -298,7 +299,7 @@ def summarize_trace(logdir: str) -> dict:
                     continue
                 for event in line.events:
                     name = names.get(event.metadata_id, "")
-                    if ":" in name:  # 'op_name:OpType' events are TF ops
+                    if ":" in name and "::" not in name:  # 'op_name:OpType' events are TF ops
                         op_type = name.rsplit(":", 1)[1]
                         by_type[op_type] = by_type.get(op_type, 0.0) + event.duration_ps * 1e-12
     by_kind: dict[str, float] = {}
@@ -315,7 +316,7 @@ def profile_ours(name: str, batch: int, views: int, steps: int, warmup: int, wid
 
     import tensorflow as tf
 
-    run = build_run(recipe_params(batch, views, OURS[name], width), tempfile.mkdtemp())
+    run = build_run(recipe_params(batch, views, OURS[name][0], width), tempfile.mkdtemp())
     planned = run.plan[0]
     cached = next(run._train_iterator(planned))
     run._train_iterator = lambda p: itertools.repeat(cached)
@@ -360,7 +361,7 @@ def print_profile(result: dict) -> None:
 
 SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
-    "profile": "python benchmarks/train_step.py --profile fp32,bf16",
+    "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
     "loss_curves": "python benchmarks/train_step.py --loss_curves 60",
     "loss_scale": "python benchmarks/loss_scale.py",
     "input_stall": "python benchmarks/input_stall.py",
@@ -493,9 +494,21 @@ def _torch_variants():
     return _torch_reference.VARIANTS
 
 
+def _profile_in_child(name: str, args) -> dict:
+    """Profiles one of our variants in a fresh process with that variant's environment."""
+    command = [sys.executable, os.path.abspath(__file__), "--profile_child", name, "--batch", str(args.batch),
+               "--views", str(args.views), "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--width", str(args.width)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]), TF_CPP_MIN_LOG_LEVEL="2", **OURS[name][1])
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith(PREFIX):
+            return json.loads(line[len(PREFIX):])
+    raise RuntimeError(f"profile of {name} failed:\n{proc.stderr[-3000:]}")
+
+
 def run_profile(args) -> None:
-    results = [profile_ours(name, args.batch, args.views, args.steps, args.warmup, args.width)
-               for name in args.profile.split(",")]
+    results = [_profile_in_child(name, args) for name in args.profile.split(",")]
     lines = ["## Where our step's time goes (TF profiler)", "",
              f"Batch {args.batch} x {args.views} views; op time summed over the executor threads "
              f"(per step), from `tf.profiler` traces of {args.steps} steps after {args.warmup} warm-up steps.",
@@ -568,6 +581,7 @@ def parse_args(argv=None):
     parser.add_argument("--loss_curves", type=int, default=0, help="run N steps fp32 and bf16 instead")
     parser.add_argument("--log_dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "supcon_bench_logs"))
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--profile_child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--live", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.torch == "none":
@@ -581,6 +595,9 @@ def main(argv=None) -> None:
         ours_worker(args.worker, args.batch, args.views, args.live, args.warmup, args.width)
     elif args.worker:
         torch_worker(args.worker, args.batch, args.views, args.warmup)
+    elif args.profile_child:
+        result = profile_ours(args.profile_child, args.batch, args.views, args.steps, args.warmup, args.width)
+        print(PREFIX + json.dumps(result), flush=True)
     elif args.profile:
         run_profile(args)
     elif args.loss_curves:
