@@ -11,8 +11,10 @@ depend on pixel values) and the input iterator by one cached batch (benchmarks/i
 pipeline). Each variant lives in its own worker process, built and warmed up once; the parent then times
 `--steps` steps of every variant in turn, `--rounds` times, rotating the order, and reports medians.
 
-Images/s counts network inputs (views): batch x views / step seconds. PyTorch variants too slow for a full
-batch on this CPU (estimated from a probe at `--probe_batch`) are timed at the probe batch and flagged.
+Images/s counts network inputs (views): batch x views / step seconds. Every variant is first probed at
+`--probe_batch`; one too slow for a full batch on this CPU (estimated step > `--max_step_seconds`) is timed at
+the probe batch and flagged. Variants (`OURS`, `_torch_reference.VARIANTS`) differ in recipe options (gin) or
+in the worker's environment (e.g. TF_ENABLE_ONEDNN_OPTS=1); the table says which.
 The last line is `speedup_vs_torch: <ours / fastest PyTorch variant>`.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,9 +39,13 @@ OURS = {  # name -> (extra gin bindings: recipe options, environment of the work
     "bf16": (["train_and_evaluate.mixed_precision = True"], {}),
     "fp32_onednn": (["train_and_evaluate.mixed_precision = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     "bf16_onednn": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
-    "fp32_nondeterministic": (["train_and_evaluate.mixed_precision = False",
-                               "train_and_evaluate.deterministic = False"], {}),
-    "fp32_xla": (["train_and_evaluate.mixed_precision = False"], {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2"}),
+    "fp32_onednn_fusedbn": (["train_and_evaluate.mixed_precision = False"],
+                            {"TF_ENABLE_ONEDNN_OPTS": "1", "SUPCON_BENCH_FUSED_BN": "1"}),  # experiment
+    "fp32_onednn_inter1": (["train_and_evaluate.mixed_precision = False"],
+                           {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
+    "fp32_onednn_nondeterministic": (["train_and_evaluate.mixed_precision = False",
+                                      "train_and_evaluate.deterministic = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
+    "fp32_xla": (["train_and_evaluate.mixed_precision = False"], {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}),
 }
 PREFIX = "@@ "  # marks protocol lines on a worker's stdout
 
@@ -108,26 +115,27 @@ class StepClock:
     """The logger `Run.train_stage` calls after every step: times steps and talks to the parent in between."""
 
     def __init__(self, channel):
-        self.channel, self.pending, self.times, self.losses = channel, 0, [], []
-        self.resumed = time.perf_counter()
+        self.channel, self.pending = channel, 0
+        self.record = {"seconds": [], "cpu_seconds": [], "losses": []}
+        self.resumed, self.cpu_resumed = time.perf_counter(), time.process_time()
 
     def __call__(self, planned, step, window):
-        now = time.perf_counter()
-        self.times.append(now - self.resumed)
-        self.losses.append(window["loss"][-1]["loss"])
+        self.record["seconds"].append(time.perf_counter() - self.resumed)
+        self.record["cpu_seconds"].append(time.process_time() - self.cpu_resumed)
+        self.record["losses"].append(window["loss"][-1]["loss"])
         self.pending -= 1
         if self.pending <= 0:
-            self.pending = self.channel(self.times, self.losses)  # blocks until the next command
-            self.times, self.losses = [], []
-        self.resumed = time.perf_counter()
+            self.pending = self.channel(self.record)  # blocks until the next command
+            self.record = {"seconds": [], "cpu_seconds": [], "losses": []}
+        self.resumed, self.cpu_resumed = time.perf_counter(), time.process_time()
 
 
 def _protocol():
-    """Returns `channel(times, losses) -> steps to run next` over stdin/stdout; exits on 'quit'."""
+    """Returns `channel(record) -> steps to run next` over stdin/stdout; exits on 'quit'."""
 
-    def channel(times, losses):
-        if times:
-            print(PREFIX + json.dumps({"seconds": times, "losses": losses}), flush=True)
+    def channel(record):
+        if record["seconds"]:
+            print(PREFIX + json.dumps(record), flush=True)
         command = sys.stdin.readline().split()
         if not command or command[0] == "quit":
             sys.exit(0)
@@ -136,10 +144,42 @@ def _protocol():
     return channel
 
 
+def patch_fused_batch_norm() -> None:
+    """Experiment (SUPCON_BENCH_FUSED_BN=1): Keras BatchNormalization in training runs the fused TF kernel.
+
+    Keras 3 computes batch norm from `tf.nn.moments` and `tf.nn.batch_normalization` (a dozen element-wise
+    ops and reductions, forward and backward); `FusedBatchNormV3` does it in one op (oneDNN with
+    TF_ENABLE_ONEDNN_OPTS=1). For timing only: the moving variance here takes the fused op's batch variance.
+    """
+    import keras
+    import tensorflow as tf
+
+    original = keras.layers.BatchNormalization.call
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and mask is None and len(inputs.shape) == 4
+                and self.axis in (-1, 3) and not self.synchronized and not self.renorm):
+            return original(self, inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)  # [B, H, W, C]
+        channels = x.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([channels])
+        beta = self.beta if self.center else tf.zeros([channels])
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=max(self.epsilon, 1.001e-5), is_training=True)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
+
+    keras.layers.BatchNormalization.call = call
+
+
 def ours_worker(name: str, batch: int, views: int, live: bool, warmup: int, width: float = 1.0) -> None:
     """Worker for one of our variants: builds the Run, then trains forever under the parent's commands."""
     import itertools
     import tempfile
+
+    if os.environ.get("SUPCON_BENCH_FUSED_BN") == "1":
+        patch_fused_batch_norm()
 
 
     run = build_run(recipe_params(batch, views, OURS[name.removeprefix("ours_")][0], width), tempfile.mkdtemp())
@@ -159,13 +199,15 @@ def torch_worker(name: str, batch: int, views: int, warmup: int) -> None:
     step = ref.make_step(name, batch, views, threads=os.cpu_count())
     images, labels = ref.example_batch(batch, views)
     channel = _protocol()
-    pending, times, losses = warmup, [], []
+    pending = warmup
     while True:
+        record = {"seconds": [], "cpu_seconds": [], "losses": []}
         for _ in range(pending):
-            tic = time.perf_counter()
-            losses.append(step(images, labels))
-            times.append(time.perf_counter() - tic)
-        pending, times, losses = channel(times, losses), [], []
+            tic, cpu = time.perf_counter(), time.process_time()
+            record["losses"].append(step(images, labels))
+            record["seconds"].append(time.perf_counter() - tic)
+            record["cpu_seconds"].append(time.process_time() - cpu)
+        pending = channel(record)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -215,8 +257,8 @@ class Worker:
         self.log.close()
 
 
-def start_torch(name: str, args) -> tuple[Worker, str]:
-    """Probes a PyTorch variant at the probe batch; restarts it at the full batch unless that is too slow."""
+def start_variant(name: str, args) -> tuple[Worker, str]:
+    """Probes a variant at the probe batch; restarts it at the full batch unless that would be too slow."""
     probe = Worker(name, args.probe_batch, args)
     per_image = probe.warmup["seconds"][-1] / (args.probe_batch * args.views)
     estimate = per_image * args.batch * args.views
@@ -229,22 +271,29 @@ def start_torch(name: str, args) -> tuple[Worker, str]:
 
 
 def alternate(workers: list[Worker], rounds: int, steps: int) -> dict:
-    """Times `steps` steps of every worker in turn, `rounds` times, rotating the order; returns seconds lists."""
-    seconds = {w.name: [] for w in workers}
-    losses = {w.name: [] for w in workers}
+    """Times `steps` steps of every worker in turn, `rounds` times, rotating the order.
+
+    Returns every step's wall and CPU seconds and loss per variant, and each round's median per variant
+    (variants timed minutes apart share the machine's load only round by round).
+    """
+    timed = {key: {w.name: [] for w in workers} for key in ("seconds", "cpu_seconds", "losses")}
+    timed["rounds"] = []
     for r in range(rounds):
+        medians = {}
         for w in workers[r % len(workers):] + workers[: r % len(workers)]:
             time.sleep(0.5)  # let the previous worker's threads go idle
             result = w.time(steps)
-            seconds[w.name] += result["seconds"]
-            losses[w.name] += result["losses"]
-        print(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{w.name} {w.batch * w.views / statistics.median(seconds[w.name]):.1f}" for w in workers), flush=True)
-    return {"seconds": seconds, "losses": losses}
+            for key in ("seconds", "cpu_seconds", "losses"):
+                timed[key][w.name] += result[key]
+            medians[w.name] = statistics.median(result["seconds"])
+        timed["rounds"].append(medians)
+        print(f"round {r + 1}/{rounds} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
+            f"{w.name} {w.batch * w.views / medians[w.name]:.1f}" for w in workers), flush=True)
+    return timed
 
 
 def summarize(workers: list[Worker], timed: dict, notes: dict) -> list[dict]:
-    """One row per variant: median images/s, quartiles, n, batch and note."""
+    """One row per variant: median images/s, quartiles, images per CPU-second, n, batch and note."""
     rows = []
     for w in workers:
         secs = sorted(timed["seconds"][w.name])
@@ -254,10 +303,17 @@ def summarize(workers: list[Worker], timed: dict, notes: dict) -> list[dict]:
             "variant": w.name, "batch": w.batch, "views": w.views, "n": len(secs),
             "images_per_second": images / statistics.median(secs),
             "images_per_second_q1": images / q3, "images_per_second_q3": images / q1,
+            "images_per_cpu_second": images / statistics.median(timed["cpu_seconds"][w.name]),
             "median_step_seconds": statistics.median(secs), "warmup_seconds": w.warmup["seconds"],
             "note": notes.get(w.name, ""),
         })
     return rows
+
+
+def round_ratios(timed: dict, ours: dict, torch: dict) -> list[float]:
+    """Per round: images/s of `ours` over images/s of `torch` (each round's medians)."""
+    scale = (ours["batch"] * ours["views"]) / (torch["batch"] * torch["views"])
+    return [scale * r[torch["variant"]] / r[ours["variant"]] for r in timed["rounds"]]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -362,7 +418,7 @@ def print_profile(result: dict) -> None:
 SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
     "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
-    "loss_curves": "python benchmarks/train_step.py --loss_curves 60",
+    "loss_curves": "python benchmarks/train_step.py --loss_curves 60 --width 0.25 --batch 64",
     "loss_scale": "python benchmarks/loss_scale.py",
     "input_stall": "python benchmarks/input_stall.py",
     "runner_overhead": "python benchmarks/runner_overhead.py",
@@ -441,18 +497,53 @@ def write_readme(report_dir: str = REPORT_DIR) -> str:
 # The three modes
 
 
+def describe(variant: str) -> str:
+    """How a variant is obtained: gin bindings (recipe options) and environment variables."""
+    if variant.startswith("ours_"):
+        bindings, env = OURS[variant.removeprefix("ours_")]
+        parts = [b.removeprefix("train_and_evaluate.") for b in bindings]
+        return ", ".join(parts + [f"env {k}={v}" for k, v in env.items()])
+    compiled, bf16 = _torch_variants()[variant]
+    return ("torch.compile" if compiled else "eager") + (", bf16 autocast, channels-last" if bf16 else ", fp32")
+
+
 def step_markdown(rows: list[dict], args, speedup: dict) -> str:
     lines = ["## Training step: ours vs PyTorch (SupContrast style), side by side", "",
              f"ResNet-18 (CIFAR stem) + (512, 128) projection, SupCon loss, SGD; batch {args.batch} x "
              f"{args.views} views of 32x32. Workers alternate: {args.rounds} rounds x {args.steps} steps per "
              f"variant after {args.warmup} warm-up steps; median images/s (network inputs: batch x views / "
-             "step time) with the interquartile range.", "",
-             "| variant | batch | images/s (median) | IQR | n | note |", "| --- | --- | --- | --- | --- | --- |"]
+             "step time) with the interquartile range, and images per CPU-second (all threads; less sensitive "
+             "to other load on the machine).", "",
+             "| variant | how | batch | images/s (median) | IQR | images/CPU-s | n | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['batch']} | {r['images_per_second']:.1f} | "
-                     f"{r['images_per_second_q1']:.1f}-{r['images_per_second_q3']:.1f} | {r['n']} | {r['note']} |")
-    lines += ["", f"**speedup_vs_torch: {speedup['ratio']:.3f}** (ours_{speedup['ours']} / {speedup['torch']})."]
+        lines.append(f"| {r['variant']} | {describe(r['variant'])} | {r['batch']} | {r['images_per_second']:.1f} | "
+                     f"{r['images_per_second_q1']:.1f}-{r['images_per_second_q3']:.1f} | "
+                     f"{r['images_per_cpu_second']:.1f} | {r['n']} | {r['note']} |")
+    lines += ["", f"**speedup_vs_torch: {speedup['ratio']:.3f}** = ours_{speedup['ours']} / {speedup['torch']} "
+              f"(medians); the same ratio round by round: median {speedup['round_median']:.3f}, range "
+              f"{speedup['round_min']:.3f}-{speedup['round_max']:.3f}."]
+    for name, ratio in speedup.get("per_ours", {}).items():
+        lines.append(f"- ours_{name} / {speedup['torch']}: {ratio:.3f}")
     return "\n".join(lines)
+
+
+def speedup_of(rows: list[dict], timed: dict) -> dict:
+    """Ours (best variant) over the fastest PyTorch variant, overall and round by round."""
+    ours = [r for r in rows if r["variant"].startswith("ours_")]
+    torch = [r for r in rows if r["variant"].startswith("torch_")]
+    if not ours or not torch:
+        nan = float("nan")
+        return {"ratio": nan, "ours": "?", "torch": "?", "round_median": nan, "round_min": nan, "round_max": nan}
+    best_ours = max(ours, key=lambda r: r["images_per_second"])
+    best_torch = max(torch, key=lambda r: r["images_per_second"])
+    per_round = round_ratios(timed, best_ours, best_torch)
+    return {"ratio": best_ours["images_per_second"] / best_torch["images_per_second"],
+            "ours": best_ours["variant"].removeprefix("ours_"), "torch": best_torch["variant"],
+            "round_median": statistics.median(per_round), "round_min": min(per_round),
+            "round_max": max(per_round),
+            "per_ours": {r["variant"].removeprefix("ours_"): r["images_per_second"] / best_torch["images_per_second"]
+                         for r in ours}}
 
 
 def run_benchmark(args) -> None:
@@ -460,30 +551,19 @@ def run_benchmark(args) -> None:
     torch_names = list(_torch_variants()) if args.torch == "all" else [n for n in args.torch.split(",") if n]
     workers, notes = [], {}
     try:
-        for name in ours:
-            workers.append(Worker(name, args.batch, args))
-            print(f"{name}: warm-up {workers[-1].warmup['seconds']}", flush=True)
-        for name in torch_names:
-            worker, notes[name] = start_torch(name, args)
+        for name in ours + torch_names:
+            worker, notes[name] = start_variant(name, args)
             workers.append(worker)
-            print(f"{name}: warm-up {worker.warmup['seconds']} {notes[name]}", flush=True)
+            print(f"{name}: warm-up {[round(s, 2) for s in worker.warmup['seconds']]} {notes[name]}", flush=True)
         timed = alternate(workers, args.rounds, args.steps)
     finally:
         for w in workers:
             w.close()
     rows = summarize(workers, timed, notes)
-    best = lambda prefix: max((r for r in rows if r["variant"].startswith(prefix)),  # noqa: E731
-                              key=lambda r: r["images_per_second"], default=None)
-    recipe_rows = [r for r in rows if r["variant"].startswith("ours_") and not r["variant"].endswith("_xla")]
-    ours_best = max(recipe_rows, key=lambda r: r["images_per_second"], default=None)
-    torch_best = best("torch_")
-    speedup = {"ratio": float("nan"), "ours": "?", "torch": "?"}
-    if ours_best and torch_best:
-        speedup = {"ratio": ours_best["images_per_second"] / torch_best["images_per_second"],
-                   "ours": ours_best["variant"].removeprefix("ours_"), "torch": torch_best["variant"]}
+    speedup = speedup_of(rows, timed)
     markdown = step_markdown(rows, args, speedup)
     print(markdown)
-    save_section("train_step", {"rows": rows, "speedup": speedup, "losses": timed["losses"]}, markdown)
+    save_section("train_step", {"rows": rows, "speedup": speedup, "timed": timed}, markdown)
     print(f"speedup_vs_torch: {speedup['ratio']:.3f}")
 
 
@@ -537,24 +617,25 @@ def run_loss_curves(args) -> None:
 
     args.warmup = 1
     curves = {}
-    for name in ("ours_fp32", "ours_bf16"):
+    for name in (f"ours_{n}" for n in args.curve_variants.split(",")):
         worker = Worker(name, args.batch, args, live=True)
         curves[name] = worker.warmup["losses"] + worker.time(args.loss_curves - 1)["losses"]
         worker.close()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, label=name.removeprefix("ours_"))
+        ax.plot(range(1, len(losses) + 1), losses, label=describe(name))
     ax.set(xlabel="step", ylabel="training loss", title=f"SupCon, ResNet-18 x{args.width:g}, batch {args.batch}")
     ax.legend()
     fig.tight_layout()
     os.makedirs(REPORT_DIR, exist_ok=True)
     fig.savefig(os.path.join(REPORT_DIR, "loss_curves.png"), dpi=100)
-    fp32, bf16 = curves["ours_fp32"], curves["ours_bf16"]
+    fp32, bf16 = curves.values()
     diffs = [abs(a - b) for a, b in zip(fp32, bf16, strict=True)]
     tail = max(1, len(fp32) // 5)
     lines = ["## Mixed precision does not change the result (loss curves)", "",
              f"{args.loss_curves} steps of our step, same seed, live augmentation, ResNet-18 x{args.width:g}, "
-             f"batch {args.batch} x {args.views}: float32 vs mixed bfloat16 (loss math in float32).", "",
+             f"batch {args.batch} x {args.views}: {' vs '.join(describe(n) for n in curves)} (the loss math is "
+             "float32 either way).", "",
              "![loss curves](loss_curves.png)", "",
              f"| | step 1 | step 10 | mean of the last {tail} steps |", "| --- | --- | --- | --- |"]
     for name, losses in curves.items():
@@ -576,9 +657,10 @@ def parse_args(argv=None):
     parser.add_argument("--ours", default="fp32,bf16", help=f"comma list of {', '.join(OURS)}")
     parser.add_argument("--torch", default="all", help="'all', 'none' or a comma list of variants")
     parser.add_argument("--probe_batch", type=int, default=16)
-    parser.add_argument("--max_step_seconds", type=float, default=60.0)
+    parser.add_argument("--max_step_seconds", type=float, default=120.0)
     parser.add_argument("--profile", default="", help="profile these of our variants instead")
-    parser.add_argument("--loss_curves", type=int, default=0, help="run N steps fp32 and bf16 instead")
+    parser.add_argument("--loss_curves", type=int, default=0, help="run N steps of two variants instead")
+    parser.add_argument("--curve_variants", default="fp32_onednn,bf16_onednn", help="the two for --loss_curves")
     parser.add_argument("--log_dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "supcon_bench_logs"))
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--profile_child", default="", help=argparse.SUPPRESS)
@@ -590,6 +672,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup that closes the workers
     args = parse_args(argv)
     if args.worker.startswith("ours_"):
         ours_worker(args.worker, args.batch, args.views, args.live, args.warmup, args.width)
