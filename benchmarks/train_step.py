@@ -35,8 +35,9 @@ REPORT_DIR = os.path.join(ROOT, "reports", "benchmarks")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)  # run as a script from anywhere: `supcon` is imported from this checkout
 OURS = {  # name -> (extra gin bindings: recipe options, environment of the worker: not recipe options)
-    "fp32": (["train_and_evaluate.mixed_precision = False"], {}),
-    "bf16": (["train_and_evaluate.mixed_precision = True"], {}),
+    # TF's own default on a CPU without AVX-512 VNNI/BF16 or AMX: oneDNN off. supcon.main turns it on.
+    "fp32": (["train_and_evaluate.mixed_precision = False"], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
+    "bf16": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "fp32_onednn": (["train_and_evaluate.mixed_precision = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     "bf16_onednn": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     "fp32_onednn_fusedbn": (["train_and_evaluate.mixed_precision = False"],
@@ -654,7 +655,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--ours", default="fp32,bf16", help=f"comma list of {', '.join(OURS)}")
+    parser.add_argument("--ours", default="fp32_onednn,bf16_onednn,fp32", help=f"comma list of {', '.join(OURS)}")
     parser.add_argument("--torch", default="all", help="'all', 'none' or a comma list of variants")
     parser.add_argument("--probe_batch", type=int, default=16)
     parser.add_argument("--max_step_seconds", type=float, default=120.0)

@@ -15,6 +15,10 @@ import sys
 import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN kernels on by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on an AVX2 CPU
+# they are off, and a training step is 2-3x slower without them (benchmarks/train_step.py). Set it to 0 to
+# opt out. Must be set before TensorFlow is imported.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app, flags  # noqa: E402
 

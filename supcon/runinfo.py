@@ -85,5 +85,7 @@ def write_env(run) -> None:
             "platform": platform.platform(terse=True),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "strategy": type(run.strategy).__name__, "replicas": run.replicas, "scale": scale,
+            "mixed_precision": bool(cfg["mixed_precision"]),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TF default"),
         },
     )

@@ -351,8 +351,39 @@ def _continuous_eval(run: Run, logger: Logger, poll_seconds: float, timeout_seco
         time.sleep(poll_seconds)
 
 
+def bfloat16_is_fast(cpu_flags: set[str] | None = None) -> bool:
+    """True where bfloat16 matmuls beat float32: a GPU, or a CPU with AVX-512 BF16 or AMX-BF16.
+
+    On an AVX2-only CPU TensorFlow emulates bfloat16 and mixed precision is slower than float32.
+    `cpu_flags` defaults to the flags of /proc/cpuinfo (empty where it does not exist).
+    """
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    if cpu_flags is None:
+        cpu_flags = set()
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        cpu_flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+    return bool(cpu_flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_mixed_precision(value, topology: str) -> bool:
+    """train_and_evaluate.mixed_precision: True / False as given; 'auto' by the hardware."""
+    if isinstance(value, bool):
+        return value
+    if value != "auto":
+        raise ValueError(f"train_and_evaluate.mixed_precision must be True, False or 'auto'; got {value!r}")
+    return topology == "tpu" or bfloat16_is_fast()
+
+
 def _check_config(cfg: dict) -> None:
     """Checks a configuration without building anything (the runner validates every point this way)."""
+    resolve_mixed_precision(cfg["mixed_precision"], cfg["topology"])
     planned = stages.plan(list(cfg["stages"]), 1, cfg["batch_size"])
     for p in planned:
         if not isinstance(p.stage, stages.Stage):
@@ -407,7 +438,7 @@ def train_and_evaluate(
     num_devices: int | None = None,
     tpu_name: str = "",
     seed: int = 0,
-    mixed_precision: bool = False,
+    mixed_precision: bool | str = "auto",
     deterministic: bool = True,
     log_every_steps: int = 50,
     checkpoint_every_steps: int = 500,
@@ -440,7 +471,9 @@ def train_and_evaluate(
       memory_size: size K of the label-aware memory queue (0: none).
       topology, num_devices, tpu_name: the tf.distribute strategy (supcon.distribute.make_strategy).
       seed: seeds initialisation, data order and augmentation.
-      mixed_precision: bfloat16 compute with float32 variables and float32 loss math.
+      mixed_precision: bfloat16 compute with float32 variables and float32 loss math: True, False, or 'auto'
+        (on where bfloat16 is fast: a TPU topology, a GPU, or a CPU with AVX-512 BF16 / AMX; see
+        `bfloat16_is_fast`).
       deterministic: enable TF op determinism (a resumed run reproduces an uninterrupted one).
       log_every_steps, checkpoint_every_steps, keep_checkpoints: logging and checkpointing cadence.
       knn_k: k of the cosine k-NN probe (0 disables); knn_train_examples: cap on its reference set.
@@ -462,6 +495,7 @@ def train_and_evaluate(
     tf.keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    mixed_precision = resolve_mixed_precision(mixed_precision, topology)
     if mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     cfg = {k: v for k, v in locals().items() if k not in ("workdir",)}

@@ -63,6 +63,8 @@ def test_short_run_lowers_loss_and_writes_every_file(finished_run):
     assert pretrain[-1] < pretrain[0], pretrain
     assert read(finished_run, wd.STATUS)["state"] == wd.DONE
     env = read(finished_run, wd.ENV)
+    assert env["onednn"] == "1"  # supcon.main turns TF's oneDNN kernels on unless the caller chose
+    assert env["mixed_precision"] is False  # the fixture's recipe says so; 'auto' is tested separately
     assert env["replicas"] == 1 and len(env["git_sha"]) >= 7 and "tensorflow" in " ".join(env["versions"])
     assert "train_and_evaluate.stages" in (finished_run / wd.CONFIG).read_text()
     embeddings = np.load(finished_run / wd.EMBEDDINGS)
@@ -98,6 +100,20 @@ def test_rerun_of_finished_run_does_not_train_again(finished_run):
     proc = run_main(finished_run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(train_records(finished_run)) == before
+
+
+def test_mixed_precision_auto_follows_the_hardware():
+    from supcon import train
+
+    assert train.bfloat16_is_fast({"avx2", "avx512_bf16"}) is True
+    assert train.bfloat16_is_fast({"avx2", "amx_bf16", "amx_tile"}) is True
+    assert train.bfloat16_is_fast({"avx2", "fma"}) is False  # no GPU in the test session
+    assert train.resolve_mixed_precision(True, "one_device") is True
+    assert train.resolve_mixed_precision(False, "tpu") is False
+    assert train.resolve_mixed_precision("auto", "tpu") is True
+    assert train.resolve_mixed_precision("auto", "one_device") is train.bfloat16_is_fast()
+    with pytest.raises(ValueError, match="train_and_evaluate.mixed_precision must be True, False or 'auto'"):
+        train.resolve_mixed_precision("yes", "one_device")
 
 
 def test_non_finite_loss_marks_run_failed(tmp_path):
