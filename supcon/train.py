@@ -351,6 +351,19 @@ def _continuous_eval(run: Run, logger: Logger, poll_seconds: float, timeout_seco
         time.sleep(poll_seconds)
 
 
+def configured(fn: Callable) -> Callable:
+    """The gin-configured version of a registered function, else `fn` itself.
+
+    `gin.register` leaves the function object unwrapped, so a registered function used as a Python default
+    (e.g. `eval_preprocess=augment.eval_preprocess`) would ignore the recipe's bindings (`eval_preprocess.method
+    = ...`); a recipe's `@name` reference is already configured and passes through unchanged.
+    """
+    try:
+        return gin.get_configurable(fn)
+    except (ValueError, TypeError):  # not registered with gin: a plain callable
+        return fn
+
+
 def bfloat16_is_fast(cpu_flags: set[str] | None = None) -> bool:
     """True where bfloat16 matmuls beat float32: a GPU, or a CPU with AVX-512 BF16 or AMX-BF16.
 
@@ -496,6 +509,8 @@ def train_and_evaluate(
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     mixed_precision = resolve_mixed_precision(mixed_precision, topology)
+    classification_head, normalize, eval_preprocess = (
+        configured(f) for f in (classification_head, normalize, eval_preprocess))
     if mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
     cfg = {k: v for k, v in locals().items() if k not in ("workdir",)}

@@ -102,6 +102,36 @@ def test_rerun_of_finished_run_does_not_train_again(finished_run):
     assert len(train_records(finished_run)) == before
 
 
+def test_bindings_of_default_callables_reach_the_run(tmp_path):
+    """eval_preprocess / normalize are Python defaults of train_and_evaluate: their bindings must still apply."""
+    workdir = tmp_path / "bound"
+    proc = run_main(workdir, "PRETRAIN_EPOCHS = 1", "train_and_evaluate.knn_k = 0",
+                    "train_and_evaluate.export_model = False",
+                    "eval_preprocess.method = 'resize_then_crop'", "eval_preprocess.image_size = 6",
+                    "eval_preprocess.crop_padding = 0", "pretrain/simclr_augment.image_size = 6",
+                    "linear/simclr_augment.image_size = 6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "input 6x6x1" in read(workdir, wd.ENV)["scale"]["encoder"]  # the model input comes from eval_preprocess
+    operative = (workdir / wd.OPERATIVE_CONFIG).read_text()
+    assert re.search(r"^(supcon/)?eval_preprocess.image_size = 6$", operative, re.M), operative
+
+
+def test_registered_default_is_resolved_through_gin():
+    import gin
+    import tensorflow as tf
+
+    from supcon import augment, train
+
+    with gin.unlock_config():
+        gin.bind_parameter("eval_preprocess.image_size", 5)
+    try:
+        assert train.configured(augment.eval_preprocess)(tf.zeros([8, 8, 1])).shape == (5, 5, 1)
+        plain = lambda image: image  # noqa: E731 - not registered with gin: returned as it is
+        assert train.configured(plain) is plain
+    finally:
+        gin.clear_config()
+
+
 def test_mixed_precision_auto_follows_the_hardware():
     from supcon import train
 
