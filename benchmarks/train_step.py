@@ -40,8 +40,8 @@ OURS = {  # name -> (extra gin bindings: recipe options, environment of the work
     "bf16": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "0"}),
     "fp32_onednn": (["train_and_evaluate.mixed_precision = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     "bf16_onednn": (["train_and_evaluate.mixed_precision = True"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
-    "fp32_onednn_fusedbn": (["train_and_evaluate.mixed_precision = False"],
-                            {"TF_ENABLE_ONEDNN_OPTS": "1", "SUPCON_BENCH_FUSED_BN": "1"}),  # experiment
+    "fp32_onednn_unfused": (["train_and_evaluate.mixed_precision = False", "resnet.fused_batch_norm = False"],
+                            {"TF_ENABLE_ONEDNN_OPTS": "1"}),  # Keras' own batch-norm ops
     "fp32_onednn_inter1": (["train_and_evaluate.mixed_precision = False"],
                            {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
     "fp32_onednn_nondeterministic": (["train_and_evaluate.mixed_precision = False",
@@ -145,42 +145,10 @@ def _protocol():
     return channel
 
 
-def patch_fused_batch_norm() -> None:
-    """Experiment (SUPCON_BENCH_FUSED_BN=1): Keras BatchNormalization in training runs the fused TF kernel.
-
-    Keras 3 computes batch norm from `tf.nn.moments` and `tf.nn.batch_normalization` (a dozen element-wise
-    ops and reductions, forward and backward); `FusedBatchNormV3` does it in one op (oneDNN with
-    TF_ENABLE_ONEDNN_OPTS=1). For timing only: the moving variance here takes the fused op's batch variance.
-    """
-    import keras
-    import tensorflow as tf
-
-    original = keras.layers.BatchNormalization.call
-
-    def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and mask is None and len(inputs.shape) == 4
-                and self.axis in (-1, 3) and not self.synchronized and not self.renorm):
-            return original(self, inputs, training=training, mask=mask)
-        x = tf.cast(inputs, tf.float32)  # [B, H, W, C]
-        channels = x.shape[-1]
-        gamma = self.gamma if self.scale else tf.ones([channels])
-        beta = self.beta if self.center else tf.zeros([channels])
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x, gamma, beta, epsilon=max(self.epsilon, 1.001e-5), is_training=True)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return tf.cast(y, self.compute_dtype)
-
-    keras.layers.BatchNormalization.call = call
-
-
 def ours_worker(name: str, batch: int, views: int, live: bool, warmup: int, width: float = 1.0) -> None:
     """Worker for one of our variants: builds the Run, then trains forever under the parent's commands."""
     import itertools
     import tempfile
-
-    if os.environ.get("SUPCON_BENCH_FUSED_BN") == "1":
-        patch_fused_batch_norm()
 
 
     run = build_run(recipe_params(batch, views, OURS[name.removeprefix("ours_")][0], width), tempfile.mkdtemp())

@@ -33,9 +33,41 @@ _RESNEXT_GROUPS = 64
 ARCHITECTURES = ("resnet_v1", "resnext")
 
 
-def _batch_norm(name, momentum, epsilon, synchronized, zero_gamma=False):
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras BatchNormalization whose training pass on [B, H, W, C] runs TF's fused kernel.
+
+    Keras 3 computes batch norm from `moments` and a dozen element-wise ops, forward and backward; TF's
+    `FusedBatchNormV3` (oneDNN on CPU) does it in one op each way. Same variables, same normalisation (biased
+    batch variance), same moving-average updates; other cases (inference, frozen layers, masks, synchronized
+    statistics, other ranks) take the Keras path. The fused kernel needs epsilon >= 1.001e-5.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and mask is None and not self.synchronized
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, tf.float32)  # [B, H, W, C]
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=max(float(self.epsilon), 1.001e-5), is_training=True)
+        # The kernel returns the unbiased variance for the moving average; Keras tracks the biased one.
+        count = tf.cast(tf.size(x) // channels, tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype) * (1 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + tf.cast(variance, self.moving_variance.dtype) * (1 - momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
+def _batch_norm(name, momentum, epsilon, synchronized, fused=False, zero_gamma=False):
     """A BatchNormalization layer whose name marks it as batch norm (for weight-decay exclusion)."""
-    return keras.layers.BatchNormalization(
+    layer = FusedBatchNormalization if fused and not synchronized else keras.layers.BatchNormalization
+    return layer(
         axis=-1,
         momentum=momentum,
         epsilon=epsilon,
@@ -292,6 +324,7 @@ def resnet(
     sync_batch_norm=False,
     bn_momentum=0.9,
     bn_epsilon=1e-5,
+    fused_batch_norm=True,
     zero_init_last_bn=True,
     architecture="resnet_v1",
     name="encoder",
@@ -308,7 +341,8 @@ def resnet(
         sync_batch_norm: cross-replica BN statistics under a `tf.distribute` strategy
             (`BatchNormalization(synchronized=True)`); local statistics otherwise.
         bn_momentum: moving-average momentum of every BN (official 0.9).
-        bn_epsilon: BN epsilon (official 1e-5).
+        bn_epsilon: BN epsilon (official 1e-5; the fused kernel uses max(bn_epsilon, 1.001e-5)).
+        fused_batch_norm: train BN with TF's fused kernel (`FusedBatchNormalization`); not with sync_batch_norm.
         zero_init_last_bn: start the last BN gamma of every ResNet v1 block at 0 (ResNeXt never does).
         architecture: 'resnet_v1' or 'resnext' (grouped 3×3 with 64 groups, 2f inner width).
         name: the model's name (the prefix of its variables' paths).
@@ -324,6 +358,7 @@ def resnet(
         "momentum": bn_momentum,
         "epsilon": bn_epsilon,
         "synchronized": bool(sync_batch_norm),
+        "fused": bool(fused_batch_norm),
     }
     return ResNet(
         depth,

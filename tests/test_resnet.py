@@ -177,3 +177,43 @@ def test_sync_batch_norm_uses_global_batch_statistics(tf_two_cpus):
         np.testing.assert_allclose(
             a.moving_variance.numpy(), b.moving_variance.numpy(), rtol=1e-3, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("momentum, epsilon, width", [(0.9, 1e-3, 1.0), (0.5, 2e-5, 3.0)])
+def test_fused_batch_norm_equals_keras_batch_norm(tf_two_cpus, momentum, epsilon, width):
+    """The fused training pass: same outputs, gradients and moving statistics as Keras' BatchNormalization."""
+    import keras
+
+    tf = tf_two_cpus
+    x = tf.random.stateless_normal([4, 5, 6, 3], seed=[1, 2]) * width + 0.7
+    layers = {}
+    for cls in (keras.layers.BatchNormalization, resnet_lib.FusedBatchNormalization):
+        layer = cls(momentum=momentum, epsilon=epsilon, gamma_initializer="random_normal",
+                    beta_initializer="random_normal")
+        layer.build(x.shape)
+        layers[cls] = layer
+    plain, fused = layers.values()
+    for a, b in zip(plain.weights, fused.weights, strict=True):
+        b.assign(a)
+    results = {}
+    for name, layer in (("plain", plain), ("fused", fused)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results[name] = [y, *grads, layer.moving_mean, layer.moving_variance]
+    for a, b in zip(results["plain"], results["fused"], strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-5)
+    assert not np.allclose(fused.moving_mean.numpy(), 0.0)  # the statistics moved
+    # Inference and frozen layers take the Keras path.
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet_uses_fused_batch_norm_unless_synchronized(tf_two_cpus):
+    fused = [type(b).__name__ for b in _bn_layers(resnet(18, 0.125, 3, 1, False))]
+    assert set(fused) == {"FusedBatchNormalization"}
+    plain = [type(b).__name__ for b in _bn_layers(resnet(18, 0.125, 3, 1, False, fused_batch_norm=False))]
+    assert set(plain) == {"BatchNormalization"}
+    synced = [type(b).__name__ for b in _bn_layers(resnet(18, 0.125, 3, 1, False, sync_batch_norm=True))]
+    assert set(synced) == {"BatchNormalization"}
