@@ -351,13 +351,13 @@ def profile_ours(name: str, batch: int, views: int, steps: int, warmup: int, wid
     class _Done(Exception):
         pass
 
-    def channel(times, losses):
+    def channel(record):
         state["calls"] += 1
         if state["calls"] == 1:
             tf.profiler.experimental.start(logdir)
             return steps
         tf.profiler.experimental.stop()
-        state["seconds"] = times
+        state["seconds"] = record["seconds"]
         raise _Done
 
     clock = StepClock(channel)
