@@ -109,10 +109,16 @@ def check(args) -> dict:
     """Values and gradients of the blockwise path against the direct one at full size (one process)."""
     import numpy as np
 
+    from supcon import losses, losses_blockwise
+
     z, y = inputs(args.batch, args.views, args.dim)
     out = {}
-    for variant in ("direct", "blockwise"):
-        loss, grad = compiled_step(loss_fn(variant))(z, y)
+    # Explicit functions: loss_fn('direct') raises the dispatch threshold for the whole process.
+    fns = {"direct": loss_fn("direct"),
+           "blockwise": lambda z, y: losses_blockwise.blockwise_contrastive_loss(z, y, temperature=0.1)}
+    assert losses.BLOCKWISE_MIN_ENTRIES == 2**62  # so contrastive_loss above is the direct path
+    for variant, fn in fns.items():
+        loss, grad = compiled_step(fn)(z, y)
         out[variant] = (float(loss), grad.numpy())
     (la, ga), (lb, gb) = out["direct"], out["blockwise"]
     return {"loss_direct": la, "loss_blockwise": lb, "loss_relative_difference": abs(la - lb) / abs(la),
@@ -136,7 +142,14 @@ def crossover(sizes: list[int], args) -> list[dict]:
     """Direct vs blockwise (dispatch forced) per global batch, in this process, alternating; medians in ms."""
     from supcon import losses, losses_blockwise
 
-    losses.BLOCKWISE_MIN_ENTRIES = 2**62
+    threshold, losses.BLOCKWISE_MIN_ENTRIES = losses.BLOCKWISE_MIN_ENTRIES, 2**62  # direct path unless forced
+    try:
+        return _crossover_rows(sizes, args, losses, losses_blockwise)
+    finally:
+        losses.BLOCKWISE_MIN_ENTRIES = threshold
+
+
+def _crossover_rows(sizes, args, losses, losses_blockwise) -> list[dict]:
     fns = {"direct": lambda z, y: losses.contrastive_loss(z, y, temperature=0.1),
            "blockwise": lambda z, y: losses_blockwise.blockwise_contrastive_loss(z, y, temperature=0.1)}
     rows = []
