@@ -1,8 +1,8 @@
-"""Runs the grid of a gin recipe: one `python -m supcon.main` subprocess per point, then the report.
+"""Runs the grid of a gin recipe: trains every point in `python -m supcon.main` trainer processes, then reports.
 
 Usage:
   python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
-      [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport]
+      [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport] [--noreuse_process]
 
 Every point of the recipe's grid (`grid.axes` x `grid.points`) gets a stable id, a slug and its own
 run directory `<runs_dir>/<recipe>/<slug>/` (`<runs_dir>/smoke/<recipe>/<slug>/` with --smoke). All
@@ -14,6 +14,11 @@ same grid (or on the same shared file system) train each point once: a point is 
   --shard I/N       the I-th (0-based) of N disjoint slices, e.g. I=$SLURM_ARRAY_TASK_ID or
                     I=$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job.
   --jobs N          N points at once on this machine; each gets SUPCON_THREADS = cores // N.
+  --noreuse_process a fresh trainer process per point. By default each job keeps one trainer process and
+                    trains its points one after another in it (TensorFlow's import and start-up, ~10 s on
+                    2 cores, are paid once; see supcon/worker.py); a point that needs a fresh process (other
+                    logical devices, a TPU or multi-host topology) gets one, and a process that dies is
+                    replaced for the next point.
 
 A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
@@ -39,6 +44,7 @@ from absl import app, flags
 
 from supcon import grid, workdir
 from supcon.claim import HOST, Claim
+from supcon.worker import Worker
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SMOKE_GIN = os.path.join(ROOT, "recipes", "smoke.gin")
@@ -67,6 +73,11 @@ flags.DEFINE_multi_string("only", [], "KEY=VALUE: keep points whose grid value K
 flags.DEFINE_boolean("report", True, "Run the reporter afterwards (--noreport skips it).")
 flags.DEFINE_float(
     "claim_timeout", 600.0, "Seconds after which another runner's silent claim is stale."
+)
+flags.DEFINE_boolean(
+    "reuse_process",
+    True,
+    "Train a job's points one after another in one trainer process (--noreuse_process: one per point).",
 )
 flags.DEFINE_string(
     "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
@@ -251,8 +262,11 @@ def threads_per_job(jobs: int) -> int:
     return max(1, cores // jobs)
 
 
-def validate(plan: Plan, points: list) -> None:
-    """Validates `points` in one trainer subprocess (`--validate SPEC.json`) before anything is written.
+def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
+    """Validates `points` in one trainer process before anything is written.
+
+    With `reuse`, the process is a serving trainer (supcon.worker) that is returned, ready to train points;
+    else a one-shot `--validate SPEC.json` subprocess.
 
     Raises:
       UsageError: some point is invalid (one line per distinct error) or the validator crashed.
@@ -267,16 +281,28 @@ def validate(plan: Plan, points: list) -> None:
             spec.append({"name": point.slug, "gin_files": files, "gin_params": plan.gin_params})
         spec_path = os.path.join(tmp, "spec.json")
         workdir.write_json_atomic(spec_path, spec)
-        cmd = [sys.executable, "-m", FLAGS.main_module, "--validate", spec_path]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=child_env(threads_per_job(1))
-        )
+        if reuse:
+            server = Worker(FLAGS.main_module, child_env(threads_per_job(FLAGS.jobs)),
+                            os.path.join(tmp, "worker.log"))
+            reply = server.request({"op": "validate", "spec": spec_path})
+            results = (reply or {}).get("results", [])
+            code = server.exit_code() if reply is None else reply.get("code")
+            with open(os.path.join(tmp, "worker.log")) as f:
+                output = f.read()
+        else:
+            server = None
+            cmd = [sys.executable, "-m", FLAGS.main_module, "--validate", spec_path]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=child_env(threads_per_job(1))
+            )
+            results, code, output = [], proc.returncode, proc.stderr
+            for line in proc.stdout.splitlines():
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
     errors, seen = {}, set()
-    for line in proc.stdout.splitlines():
-        try:
-            result = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for result in results:
         if isinstance(result, dict) and "name" in result:
             seen.add(result["name"])
             if result.get("error"):
@@ -284,14 +310,17 @@ def validate(plan: Plan, points: list) -> None:
                 for path, name in names.items():
                     message = message.replace(path, name)
                 errors.setdefault(" ".join(message.split()), []).append(result["name"])
+    failed = errors or seen != {p.slug for p in points} or (code != 0 and not errors)
+    if failed and server is not None:
+        server.close()
     if errors:
         lines = [f"invalid point {', '.join(slugs)}: {msg}" for msg, slugs in errors.items()]
         raise UsageError("\n".join(lines))
-    if proc.returncode != 0 or seen != {p.slug for p in points}:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(
-            f"validation failed (python -m {FLAGS.main_module} --validate exited {proc.returncode}): {tail}"
-        )
+    if failed:
+        tail = (output.strip().splitlines() or ["no output"])[-1]
+        how = "--serve" if reuse else "--validate"
+        raise UsageError(f"validation failed (python -m {FLAGS.main_module} {how} exited {code}): {tail}")
+    return server
 
 
 @dataclasses.dataclass
@@ -302,9 +331,15 @@ class Outcome:
 
 
 class Launcher:
-    """Runs points in subprocesses (up to `jobs` at once), holding and refreshing their claims."""
+    """Runs points in trainer processes (up to `jobs` at once), holding and refreshing their claims.
 
-    def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float):
+    With `reuse`, each job sends its points to a long-lived serving trainer process (supcon.worker), starting
+    one when none is idle; `workers` are processes already started (the validator). Else one subprocess per
+    point.
+    """
+
+    def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float,
+                 reuse: bool = False, workers: tuple = ()):
         self.plan = plan
         self.jobs = jobs
         self.main_module = main_module
@@ -315,6 +350,9 @@ class Launcher:
         self.active: dict[str, tuple[Claim, subprocess.Popen]] = {}
         self.lost: set[str] = set()  # run dirs whose claim another runner took over
         self.secondary = _secondary_worker()
+        self.reuse = reuse and not os.environ.get("TF_CONFIG")  # a multi-host point: one process each
+        self.idle: list[Worker] = list(workers)
+        self.workers: list[Worker] = list(workers)
 
     def say(self, n: int, verb: str, point: grid.Point, text: str = "") -> None:
         with self.lock:
@@ -323,15 +361,19 @@ class Launcher:
     def run(self) -> list[Outcome]:
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
-            try:
-                outcomes = [f.result() for f in futures]
-            except KeyboardInterrupt:
-                self.stop.set()
-                self._terminate_all()
-                outcomes = [f.result() for f in futures]
-        self.stop.set()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
+                try:
+                    outcomes = [f.result() for f in futures]
+                except KeyboardInterrupt:
+                    self.stop.set()
+                    self._terminate_all()
+                    outcomes = [f.result() for f in futures]
+        finally:
+            self.stop.set()
+            for worker in self.workers:
+                worker.close()
         return outcomes
 
     def run_point(self, n: int, point: grid.Point) -> Outcome:
@@ -371,12 +413,17 @@ class Launcher:
             workdir.write_json_atomic(
                 os.path.join(run_dir, workdir.POINT), point_record(self.plan, point, gin_files)
             )
-        cmd = [sys.executable, "-m", self.main_module, "--workdir", run_dir]
-        cmd += [arg for f in gin_files for arg in ("--gin_file", f)]
-        cmd += [arg for b in self.plan.gin_params for arg in ("--gin_param", b)]
         self.say(n, "running", point, f" ({how}) -> {_rel(run_dir)}")
         start = time.time()
         log_name = workdir.LOG if not self.secondary else f"log-{self.secondary}.txt"
+        if self.reuse:
+            code = self._serve_point(run_dir, gin_files, os.path.join(run_dir, log_name), claim)
+            if code is None:
+                return Outcome(point, "interrupted", "not started")
+            return self._outcome(n, point, run_dir, code, start)
+        cmd = [sys.executable, "-m", self.main_module, "--workdir", run_dir]
+        cmd += [arg for f in gin_files for arg in ("--gin_file", f)]
+        cmd += [arg for b in self.plan.gin_params for arg in ("--gin_param", b)]
         with open(os.path.join(run_dir, log_name), "a") as log:
             log.write(
                 f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime(start)}: {' '.join(cmd)}\n"
@@ -398,6 +445,50 @@ class Launcher:
                 claim.refresh()
             code = proc.wait()
         return self._outcome(n, point, run_dir, code, start)
+
+    def _take_worker(self, log: str, fresh: bool) -> Worker | None:
+        """An idle trainer process (or a new one, output to `log` until its first point); None once stopped."""
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            if self.idle and not fresh:
+                return self.idle.pop()
+            worker = Worker(self.main_module, child_env(self.threads), log)
+            self.workers.append(worker)
+            return worker
+
+    def _serve_point(self, run_dir: str, gin_files: list[str], log: str, claim: Claim) -> int | None:
+        """Trains a point in a serving trainer process; its exit code (negative: killed), None if stopped."""
+        request = {"op": "train", "workdir": run_dir, "gin_files": gin_files,
+                   "gin_params": self.plan.gin_params, "log": log}
+        for fresh in (False, True):
+            worker = self._take_worker(log, fresh)
+            if worker is None:
+                return None
+            with open(log, "a") as f:
+                f.write(
+                    f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime()}: trainer process "
+                    f"{worker.pid} (python -m {self.main_module} --serve), its point {worker.points + 1}\n"
+                )
+            with self.lock:
+                self.active[run_dir] = (claim, worker.proc)
+            claim.child_pid = worker.pid
+            if not self.secondary:
+                claim.refresh()
+            reply = worker.request(request)
+            if reply is None:  # the process died: a crash, a signal, a lost claim or an interrupt
+                code = worker.exit_code()
+                return code if code else 1
+            if reply.get("restart"):  # the point needs a fresh process (see supcon.worker)
+                worker.close()
+                continue
+            if reply.get("retire"):
+                worker.close()
+            else:
+                with self.lock:
+                    self.idle.append(worker)
+            return int(reply["code"])
+        raise RuntimeError(f"a fresh trainer process refused {run_dir}")
 
     def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
         seconds = time.time() - start
@@ -539,19 +630,20 @@ def main(argv: list[str]) -> int:
             return dry_run(plan)
         print(describe_grid(plan), flush=True)
         todo = [p for p in plan.points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
+        reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")
         if todo:
-            print(
-                f"validating {len(todo)} points with python -m {FLAGS.main_module} --validate ...",
-                flush=True,
-            )
-            validate(plan, todo)
+            how = "--serve (it then trains them)" if reuse else "--validate"
+            print(f"validating {len(todo)} points with python -m {FLAGS.main_module} {how} ...", flush=True)
+        server = validate(plan, todo, reuse=reuse) if todo else None
     except UsageError as e:
         print(f"runner.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted before anything ran", file=sys.stderr)
         return 130
-    outcomes = Launcher(plan, FLAGS.jobs, FLAGS.main_module, FLAGS.claim_timeout).run()
+    launcher = Launcher(plan, FLAGS.jobs, FLAGS.main_module, FLAGS.claim_timeout, reuse=reuse,
+                        workers=(server,) if server else ())
+    outcomes = launcher.run()
     code = summarize(plan, outcomes)
     if code == 130:
         return code

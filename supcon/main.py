@@ -2,6 +2,7 @@
 
     python -m supcon.main --workdir DIR --gin_file FILE [--gin_file ...] [--gin_param 'BINDING' ...]
     python -m supcon.main --validate SPEC.json
+    python -m supcon.main --serve --reply_fd N      (the runner's long-lived trainer; see supcon.worker)
 
 SPEC.json is a list of {"name", "gin_files", "gin_params"}; one JSON line {"name", "error"} is printed per
 point, and the exit code is 0 iff every point is valid. Environment: SUPCON_THREADS caps TF's thread pools.
@@ -27,6 +28,8 @@ flags.DEFINE_string("workdir", None, "Run directory (created; a rerun resumes fr
 flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
 flags.DEFINE_string("validate", None, "Validate the points listed in this JSON file and exit.")
+flags.DEFINE_boolean("serve", False, "Serve validate/train requests from stdin (supcon.worker protocol).")
+flags.DEFINE_integer("reply_fd", None, "With --serve: the file descriptor replies are written to.")
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
@@ -151,11 +154,11 @@ def call_root(workdir: str, validate_only: bool = False):
         return train.train_and_evaluate(workdir=workdir)
 
 
-def validate(spec_path: str) -> int:
-    """Parses and checks every point of a spec file; prints one JSON line per point."""
+def validate_points(spec_path: str) -> list[dict]:
+    """Parses and checks every point of a spec file: one {"name", "error"} per point (error None if valid)."""
     with open(spec_path) as f:
         points = json.load(f)
-    failures = 0
+    results = []
     for point in points:
         error = None
         try:
@@ -163,42 +166,78 @@ def validate(spec_path: str) -> int:
             call_root("", validate_only=True)
         except Exception as e:  # noqa: BLE001 - every error becomes the point's one-line message
             error = one_line(e)
-            failures += 1
-        print(json.dumps({"name": point.get("name"), "error": error}), flush=True)
-    return 1 if failures else 0
+        results.append({"name": point.get("name"), "error": error})
+    return results
+
+
+def validate(spec_path: str) -> int:
+    """Validates a spec file; prints one JSON line per point; 0 iff every point is valid."""
+    results = validate_points(spec_path)
+    for result in results:
+        print(json.dumps(result), flush=True)
+    return 1 if any(r["error"] for r in results) else 0
+
+
+_threads_set = False
 
 
 def _set_threads():
+    """Applies SUPCON_THREADS to TF's thread pools (once per process: they are fixed at TF's start)."""
+    global _threads_set
     threads = os.environ.get("SUPCON_THREADS")
-    if threads:
+    if threads and not _threads_set:
         import tensorflow as tf
 
         n = max(1, int(threads))
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
+    _threads_set = True
+
+
+def _query_root(name, default):
+    import gin
+
+    try:
+        return gin.query_parameter(f"train_and_evaluate.{name}")
+    except ValueError:
+        return default
 
 
 def _configure_devices():
     """Makes the logical CPU devices a 'mirrored' topology asks for when there is no GPU."""
-    import gin
     import tensorflow as tf
 
     from supcon import distribute
 
-    def query(name, default):
-        try:
-            return gin.query_parameter(f"train_and_evaluate.{name}")
-        except ValueError:
-            return default
-
-    if query("topology", "one_device") == "mirrored" and not tf.config.list_physical_devices("GPU"):
-        distribute.configure_logical_cpus(query("num_devices", None) or 1)
+    if _query_root("topology", "one_device") == "mirrored" and not tf.config.list_physical_devices("GPU"):
+        distribute.configure_logical_cpus(_query_root("num_devices", None) or 1)
 
 
-def run_one(workdir: str, gin_files: list[str], gin_params: list[str]) -> int:
-    """Trains/evaluates one point; on failure status.json says why and the exit code is 1."""
+# Topologies whose TF state (cluster resolver, collectives, TPU system) lives for the whole process: a served
+# process runs such a point only as its first one, and then exits.
+ONE_POINT_TOPOLOGIES = ("multi_worker", "tpu")
+RESTART = "restart"  # run_one's answer when the point needs a fresh process
+
+
+def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: int = 0) -> int | str:
+    """Trains/evaluates one point; on failure status.json says why and the exit code is 1.
+
+    `served`: requests this process already answered (0 for a one-shot process). A served process answers
+    RESTART, without touching the run directory, when the point needs logical devices TF can no longer make
+    here or a one-point topology.
+    """
     from supcon import workdir as wd
 
+    if served:
+        try:
+            parse(gin_files, gin_params)
+            if _query_root("topology", "one_device") in ONE_POINT_TOPOLOGIES:
+                return RESTART
+            _configure_devices()
+        except RuntimeError:  # TF: "Virtual devices cannot be modified after being initialized"
+            return RESTART
+        except Exception:  # noqa: BLE001 - a bad point fails below, with its reason in status.json
+            pass
     os.makedirs(workdir, exist_ok=True)
     try:
         parse(gin_files, gin_params)
@@ -217,11 +256,46 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str]) -> int:
     return 0
 
 
+def serve(reply_fd: int) -> int:
+    """Answers the runner's validate/train requests in this one process (supcon.worker)."""
+    import gc
+
+    import tensorflow as tf
+
+    from supcon import worker
+
+    _set_threads()  # before any op: TF fixes its thread pools when it starts
+    served = 0
+
+    def on_validate(request):
+        nonlocal served
+        served += 1
+        results = validate_points(request["spec"])
+        return {"code": 1 if any(r["error"] for r in results) else 0, "results": results}
+
+    def on_train(request):
+        nonlocal served
+        code = run_one(request["workdir"], request["gin_files"], request.get("gin_params", []), served)
+        if code == RESTART:
+            return {"restart": True}
+        served += 1
+        one_point = _query_root("topology", "one_device") in ONE_POINT_TOPOLOGIES
+        tf.keras.backend.clear_session()  # fresh layer names and graph state for the next point
+        gc.collect()
+        return {"code": code, "retire": one_point}
+
+    return worker.serve(reply_fd, {"validate": on_validate, "train": on_train})
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     _import_tensorflow_quietly()
     _register()
+    if FLAGS.serve:
+        if FLAGS.reply_fd is None:
+            raise app.UsageError("--serve needs --reply_fd")
+        return serve(FLAGS.reply_fd)
     if FLAGS.validate:
         return validate(FLAGS.validate)
     if not FLAGS.workdir:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import gin
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # disable_op_determinism has no public name
 
 from supcon import augment, data, distribute, evaluate, heads, optim, resnet, runinfo, stages, steps
 from supcon import workdir as wd
@@ -506,13 +507,15 @@ def train_and_evaluate(
         raise ValueError(f"train_and_evaluate.mode must be one of {', '.join(MODES)}; got {mode!r}")
     os.makedirs(workdir, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
+    # Process-wide TF settings are set both ways: a served trainer process runs many points (supcon.worker).
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
     mixed_precision = resolve_mixed_precision(mixed_precision, topology)
     classification_head, normalize, eval_preprocess = (
         configured(f) for f in (classification_head, normalize, eval_preprocess))
-    if mixed_precision:
-        tf.keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed_precision else "float32")
     cfg = {k: v for k, v in locals().items() if k not in ("workdir",)}
     run = Run(workdir, cfg)
     workdir = run.dir

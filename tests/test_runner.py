@@ -208,8 +208,40 @@ def test_jobs_run_points_at_once_and_divide_threads(tmp_path):
     records = read_lines(tmp_path / "train.log")
     assert len(records) == 6
     assert {r["threads"] for r in records} == {str(max(1, CORES // 2))}
+    assert len({r["pid"] for r in records}) == 2  # one trainer process per job
     spans = sorted((r["start"], r["end"]) for r in records)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))  # some overlap
+
+
+def test_points_share_one_trainer_process_unless_told_not_to(tmp_path):
+    proc = run(tmp_path, fixture("axes.gin"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = read_lines(tmp_path / "train.log")
+    (validator,) = [r["pid"] for r in read_lines(tmp_path / "validate.log")]
+    assert len(records) == 6 and {r["pid"] for r in records} == {validator}  # the validator trained all six
+    logs = [open(os.path.join(r["workdir"], workdir.LOG)).read() for r in records]
+    assert [f"--serve), its point {k}" in log for k, log in enumerate(logs, 1)] == [True] * 6
+    assert all(log.count("fake training") == 1 for log in logs)  # each point's output in its own log
+
+    other = tmp_path / "noreuse"
+    other.mkdir()
+    proc = run(other, fixture("axes.gin"), "--noreuse_process")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pids = [r["pid"] for r in read_lines(other / "train.log")]
+    assert len(pids) == len(set(pids)) == 6  # a process per point
+    assert read_lines(other / "validate.log")[0]["pid"] not in pids
+
+
+def test_a_dying_trainer_process_fails_its_point_and_is_replaced(tmp_path):
+    proc = run(tmp_path, fixture("die.gin"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 trained, 0 already done, 1 failed" in proc.stdout
+    assert "failed case-dies_fake_die-true: fake death: the trainer process kills itself (killed by signal 9)" in (
+        proc.stdout)
+    pids = {os.path.basename(r["workdir"]).split("_")[0]: r["pid"] for r in read_lines(tmp_path / "train.log")}
+    assert pids["case-first"] == pids["case-dies"] != pids["case-after"]  # a fresh process after the death
+    run_dir = tmp_path / "runs" / "die" / "case-after_fake_die-false"
+    assert workdir.point_status(str(run_dir)) == "done"
 
 
 def test_two_runners_at_once_train_each_point_once(tmp_path):

@@ -95,6 +95,41 @@ def test_sigkill_then_rerun_gives_identical_metrics(finished_run, tmp_path):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
 
 
+def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished_run, tmp_path):
+    """The runner's long-lived trainer (supcon.worker): no state leaks from one point into the next."""
+    from supcon.worker import Worker
+
+    server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
+    try:
+        def train(name, *params):
+            request = {"op": "train", "workdir": str(tmp_path / name), "gin_files": [TINY],
+                       "gin_params": list(params), "log": str(tmp_path / f"{name}.log")}
+            return server.request(request)
+
+        # Another seed, temperature and width, bf16 mixed precision and no op determinism: all process-wide
+        # or graph state a leak would carry into the next point.
+        other = train("other", "PRETRAIN_EPOCHS = 1", "LINEAR_EPOCHS = 1", "TEMPERATURE = 0.5", "WIDTH = 0.0625",
+                      "train_and_evaluate.seed = 1", "train_and_evaluate.mixed_precision = True",
+                      "train_and_evaluate.deterministic = False", "train_and_evaluate.knn_k = 0")
+        assert other == {"code": 0, "retire": False}, (tmp_path / "other.log").read_text()[-3000:]
+        assert read(tmp_path / "other", wd.ENV)["mixed_precision"] is True
+        # A point that needs two logical CPUs cannot get them in a process whose TF has started.
+        assert train("mirrored", "train_and_evaluate.topology = 'mirrored'",
+                     "train_and_evaluate.num_devices = 2") == {"restart": True}
+        assert not (tmp_path / "mirrored").exists()
+        assert train("same", ) == {"code": 0, "retire": False}, (tmp_path / "same.log").read_text()[-3000:]
+    finally:
+        server.close()
+    assert server.exit_code() == 0 and server.points == 2
+    assert "stage pretrain: steps 0..24" in (tmp_path / "same.log").read_text()
+    a, b = read(finished_run, wd.RESULT), read(tmp_path / "same", wd.RESULT)
+    for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1", "step"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+    assert read(tmp_path / "same", wd.ENV)["mixed_precision"] is False
+    losses = [[r["loss"] for r in train_records(d)] for d in (finished_run, tmp_path / "same")]
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+
+
 def test_rerun_of_finished_run_does_not_train_again(finished_run):
     before = len(train_records(finished_run))
     proc = run_main(finished_run)
