@@ -16,7 +16,9 @@ from collections.abc import Callable
 import gin
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # disable_op_determinism has no public name
+from tensorflow.python.framework import (
+    config as tf_config,  # disable_op_determinism has no public name
+)
 
 from supcon import augment, data, distribute, evaluate, heads, optim, resnet, runinfo, stages, steps
 from supcon import workdir as wd
