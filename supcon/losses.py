@@ -21,6 +21,8 @@ replicas together equal the single-device loss of the concatenated batch.
 
 from __future__ import annotations
 
+import dataclasses
+
 import gin
 import tensorflow as tf
 
@@ -132,6 +134,67 @@ def _cap_positives(mask: tf.Tensor, diagonal: tf.Tensor, keep: int) -> tf.Tensor
     return mask * tf.maximum(tf.minimum(picked, 1.0), diagonal)
 
 
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+    """The checked inputs of the contrastive loss, as its direct and blockwise paths both use them."""
+
+    features: tf.Tensor  # [B, V, D] float32, local batch
+    labels: tf.Tensor | None  # [B] ids or [B, C] one-/multi-hot; None for SimCLR
+    global_labels: tf.Tensor | None  # [G] or [G, C], gathered over replicas
+    contrast_labels: tf.Tensor | None  # [K] or [K, C]
+    contrast: tf.Tensor  # [V*G + K, D]: the global batch view-major, then the extra rows (no gradient)
+    has_extra: bool  # contrast_features were given
+    num_extra: int | tf.Tensor  # K, static when known (a filling memory queue has a dynamic K)
+    batch: int  # B
+    views: int  # V
+    global_batch: int  # G
+    offset: tf.Tensor  # replica_id * B: the global index of the first local sample
+    contrast_mode: str
+    summation_location: str
+    denominator_mode: str
+    positives_cap: int
+
+    def anchors(self) -> tuple[tf.Tensor, int]:
+        """The anchor rows [A, D] (view-major) and the number of anchor views."""
+        if self.contrast_mode == "one_view":
+            return self.features[:, 0], 1  # [B, D]
+        return tf.reshape(tf.transpose(self.features, [1, 0, 2]), [self.views * self.batch, -1]), self.views
+
+
+def prepare_inputs(
+    features, labels, contrast_mode, summation_location, denominator_mode, positives_cap, contrast_features,
+    contrast_labels,
+) -> LossInputs:
+    """Validates the arguments of `contrastive_loss` and builds the global contrast set (see LossInputs)."""
+    contrast_mode = _option(contrast_mode, "contrast_mode", CONTRAST_MODES)
+    summation_location = _option(summation_location, "summation_location", SUMMATION_LOCATIONS)
+    denominator_mode = _option(denominator_mode, "denominator_mode", DENOMINATOR_MODES)
+    features = tf.convert_to_tensor(features)
+    labels = None if labels is None else tf.convert_to_tensor(labels)
+    contrast_features = None if contrast_features is None else tf.convert_to_tensor(contrast_features)
+    contrast_labels = None if contrast_labels is None else tf.convert_to_tensor(contrast_labels)
+    batch, views = _validate(features, labels, positives_cap, contrast_features, contrast_labels)
+    features = tf.cast(tf.reshape(features, [batch, views, -1]), tf.float32)  # [B, V, D]
+
+    replicas, replica_id, _ = _replica_context()
+    global_batch = batch * replicas  # G
+    global_features = cross_replica_concat(features)  # [G, V, D]
+    contrast = tf.reshape(tf.transpose(global_features, [1, 0, 2]), [views * global_batch, -1])  # [V*G, D]
+    num_extra = 0
+    if contrast_features is not None:
+        extra = tf.stop_gradient(tf.cast(contrast_features, tf.float32))  # [K, D]
+        contrast = tf.concat([contrast, extra], axis=0)  # [V*G + K, D]
+        num_extra = extra.shape[0] if extra.shape[0] is not None else tf.shape(extra)[0]
+    return LossInputs(
+        features=features, labels=labels,
+        global_labels=None if labels is None else cross_replica_concat(labels),
+        contrast_labels=contrast_labels, contrast=contrast, has_extra=contrast_features is not None,
+        num_extra=num_extra, batch=batch, views=views, global_batch=global_batch,
+        offset=tf.cast(replica_id, tf.int32) * batch, contrast_mode=contrast_mode,
+        summation_location=summation_location, denominator_mode=denominator_mode, positives_cap=positives_cap,
+    )  # fmt: skip
+
+
 # Above this many [anchors x contrast] entries, `contrastive_loss` runs blockwise (supcon.losses_blockwise):
 # the same values and gradients without any [A, M] matrix. Measured crossover: reports/benchmarks/README.md.
 BLOCKWISE_MIN_ENTRIES = 1 << 22
@@ -193,69 +256,40 @@ def contrastive_loss(
     Raises:
       ValueError: bad ranks/shapes or an option outside its allowed values.
     """
-    contrast_mode = _option(contrast_mode, "contrast_mode", CONTRAST_MODES)
-    summation_location = _option(summation_location, "summation_location", SUMMATION_LOCATIONS)
-    denominator_mode = _option(denominator_mode, "denominator_mode", DENOMINATOR_MODES)
-    features = tf.convert_to_tensor(features)
-    labels = None if labels is None else tf.convert_to_tensor(labels)
-    if contrast_features is not None:
-        contrast_features = tf.convert_to_tensor(contrast_features)
-    if contrast_labels is not None:
-        contrast_labels = tf.convert_to_tensor(contrast_labels)
-    batch, views = _validate(features, labels, positives_cap, contrast_features, contrast_labels)
-    if _blockwise_pays(batch, views, contrast_mode, contrast_features):
+    x = prepare_inputs(
+        features, labels, contrast_mode, summation_location, denominator_mode, positives_cap, contrast_features,
+        contrast_labels,
+    )
+    if _blockwise_pays(x):
         # Imported here, not at the top: losses_blockwise builds on this module.
         from supcon import losses_blockwise
 
-        return losses_blockwise.blockwise_contrastive_loss(
-            features, labels, temperature, contrast_mode, summation_location, denominator_mode,
-            positives_cap, scale_by_temperature, contrast_features, contrast_labels,
-        )
-    features = tf.cast(tf.reshape(features, [batch, views, -1]), tf.float32)  # [B, V, D]
-
-    replicas, replica_id, _ = _replica_context()
-    global_batch = batch * replicas  # G
-    global_features = cross_replica_concat(features)  # [G, V, D]
-    offset = tf.cast(replica_id, tf.int32) * batch
-    diagonal = tf.one_hot(tf.range(batch) + offset, global_batch)  # [B, G]
-    if labels is None:
-        mask = diagonal
-    else:
-        mask = _same_class(labels, cross_replica_concat(labels))  # [B, G]
-    contrast = tf.reshape(tf.transpose(global_features, [1, 0, 2]), [views * global_batch, -1])
-    if contrast_features is not None:
-        extra = tf.stop_gradient(tf.cast(contrast_features, tf.float32))  # [K, D]
-        contrast = tf.concat([contrast, extra], axis=0)  # [V*G + K, D]
-        num_extra = tf.shape(extra)[0]  # may vary: a memory queue fills up over the first steps
+        return losses_blockwise.loss_from_inputs(x, temperature, scale_by_temperature)
+    batch = x.batch
+    diagonal = tf.one_hot(tf.range(batch) + x.offset, x.global_batch)  # [B, G]
+    mask = diagonal if x.labels is None else _same_class(x.labels, x.global_labels)  # [B, G]
+    if x.has_extra:  # K may vary: a memory queue fills up over the first steps
         extra_mask = (
-            tf.zeros([batch, num_extra]) if labels is None else _same_class(labels, contrast_labels)
+            tf.zeros([batch, x.num_extra]) if x.labels is None else _same_class(x.labels, x.contrast_labels)
         )
         mask = tf.concat([mask, extra_mask], axis=1)  # [B, G + K]
-        diagonal = tf.concat([diagonal, tf.zeros([batch, num_extra])], axis=1)
-    return _loss_from_masks(
-        features, contrast, mask, diagonal, offset, global_batch, temperature, contrast_mode,
-        summation_location, denominator_mode, positives_cap, scale_by_temperature,
-    )
+        diagonal = tf.concat([diagonal, tf.zeros([batch, x.num_extra])], axis=1)
+    return _loss_from_masks(x, mask, diagonal, temperature, scale_by_temperature)
 
 
-def _blockwise_pays(batch: int, views: int, contrast_mode: str, contrast_features) -> bool:
+def _blockwise_pays(x: LossInputs) -> bool:
     """Whether the [anchors x contrast] matrices would have at least BLOCKWISE_MIN_ENTRIES entries."""
-    anchors = batch * (1 if contrast_mode == "one_view" else views)
-    extra = 0 if contrast_features is None else (contrast_features.shape[0] or 0)  # a dynamic queue: 0
-    return anchors * (views * batch * _replica_context()[0] + extra) >= BLOCKWISE_MIN_ENTRIES
+    anchors = x.batch * (1 if x.contrast_mode == "one_view" else x.views)
+    extra = x.num_extra if isinstance(x.num_extra, int) else 0  # a dynamic queue counts as empty
+    return anchors * (x.views * x.global_batch + extra) >= BLOCKWISE_MIN_ENTRIES
 
 
-def _loss_from_masks(
-    features, contrast, mask, diagonal, offset, global_batch, temperature, contrast_mode,
-    summation_location, denominator_mode, positives_cap, scale_by_temperature,
-):
-    """Computes the loss once the contrast set [M, D] and the sample masks [B, G (+K)] are built."""
-    batch, views = features.shape[0], features.shape[1]
-    if contrast_mode == "one_view":
-        anchors, anchor_views = features[:, 0], 1  # [B, D]
-    else:
-        anchors = tf.reshape(tf.transpose(features, [1, 0, 2]), [views * batch, -1])  # [V*B, D]
-        anchor_views = views
+def _loss_from_masks(x: LossInputs, mask, diagonal, temperature, scale_by_temperature):
+    """Computes the loss once the sample masks [B, G (+K)] are built."""
+    batch, views, global_batch, offset = x.batch, x.views, x.global_batch, x.offset
+    contrast, positives_cap = x.contrast, x.positives_cap
+    summation_location, denominator_mode = x.summation_location, x.denominator_mode
+    anchors, anchor_views = x.anchors()
     temperature = tf.cast(temperature, tf.float32)
     logits = tf.matmul(anchors, contrast, transpose_b=True) / temperature  # [A, M]
     logits -= tf.reduce_max(tf.stop_gradient(logits), axis=1, keepdims=True)

@@ -267,48 +267,36 @@ def blockwise_contrastive_loss(
     Raises:
       ValueError: as `contrastive_loss`, or `block_size` < 1.
     """
-    contrast_mode = losses._option(contrast_mode, "contrast_mode", losses.CONTRAST_MODES)
-    summation_location = losses._option(summation_location, "summation_location", losses.SUMMATION_LOCATIONS)
-    denominator_mode = losses._option(denominator_mode, "denominator_mode", losses.DENOMINATOR_MODES)
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be None (automatic) or >= 1; got {block_size}")
-    features = tf.convert_to_tensor(features)
-    labels = None if labels is None else tf.convert_to_tensor(labels)
-    contrast_features = None if contrast_features is None else tf.convert_to_tensor(contrast_features)
-    contrast_labels = None if contrast_labels is None else tf.convert_to_tensor(contrast_labels)
-    batch, views = losses._validate(features, labels, positives_cap, contrast_features, contrast_labels)
-    features = tf.cast(tf.reshape(features, [batch, views, -1]), tf.float32)  # [B, V, D]
-
-    replicas, replica_id, _ = losses._replica_context()
-    global_batch = batch * replicas  # G
-    global_features = losses.cross_replica_concat(features)  # [G, V, D]
-    contrast = tf.reshape(tf.transpose(global_features, [1, 0, 2]), [views * global_batch, -1])  # [V*G, D]
-    num_extra = 0
-    if contrast_features is not None:
-        extra = tf.stop_gradient(tf.cast(contrast_features, tf.float32))  # [K, D]
-        contrast = tf.concat([contrast, extra], axis=0)  # [V*G + K, D]
-        num_extra = extra.shape[0] if extra.shape[0] is not None else tf.shape(extra)[0]
-    global_labels = None if labels is None else losses.cross_replica_concat(labels)
-    column_ids = None
-    if positives_cap < 0:
-        column_ids = _column_ids(labels, global_labels, contrast_labels, views, global_batch, num_extra)
-    spec = _Spec(
-        labels=labels, global_labels=global_labels, extra_labels=contrast_labels, column_ids=column_ids,
-        num_extra=num_extra,
-        offset=tf.cast(replica_id, tf.int32) * batch,
-        batch=batch, views=views, global_batch=global_batch,
-        temperature=tf.cast(temperature, tf.float32),
-        summation=summation_location, denominator=denominator_mode,
-        positives_cap=positives_cap, scale=bool(scale_by_temperature),
+    x = losses.prepare_inputs(
+        features, labels, contrast_mode, summation_location, denominator_mode, positives_cap, contrast_features,
+        contrast_labels,
     )
-    if contrast_mode == "one_view":
-        anchors, anchor_views = features[:, 0], 1  # [B, D]
-    else:
-        anchors = tf.reshape(tf.transpose(features, [1, 0, 2]), [views * batch, -1])  # [V*B, D]
-        anchor_views = views
-    num_contrast = views * global_batch + (num_extra if isinstance(num_extra, int) else 0)
-    rows = min(block_size or block_rows(anchor_views * batch, num_contrast), anchor_views * batch)
+    return loss_from_inputs(x, temperature, scale_by_temperature, block_size, jit_compile)
+
+
+def loss_from_inputs(
+    x: losses.LossInputs, temperature, scale_by_temperature: bool, block_size: int | None = None,
+    jit_compile: bool | None = None,
+) -> tf.Tensor:
+    """The blockwise loss [B] of inputs already checked by `losses.prepare_inputs` (see the function above)."""
+    column_ids = None
+    if x.positives_cap < 0:
+        column_ids = _column_ids(x.labels, x.global_labels, x.contrast_labels, x.views, x.global_batch,
+                                 x.num_extra)
+    spec = _Spec(
+        labels=x.labels, global_labels=x.global_labels, extra_labels=x.contrast_labels, column_ids=column_ids,
+        num_extra=x.num_extra, offset=x.offset, batch=x.batch, views=x.views, global_batch=x.global_batch,
+        temperature=tf.cast(temperature, tf.float32),
+        summation=x.summation_location, denominator=x.denominator_mode,
+        positives_cap=x.positives_cap, scale=bool(scale_by_temperature),
+    )  # fmt: skip
+    anchors, anchor_views = x.anchors()
+    num_anchors = anchor_views * x.batch
+    num_contrast = x.views * x.global_batch + (x.num_extra if isinstance(x.num_extra, int) else 0)
+    rows = min(block_size or block_rows(num_anchors, num_contrast), num_anchors)
     if jit_compile is None:
-        jit_compile = contrast.shape[0] is not None
-    loss = _rows_loss(spec, anchors, contrast, rows, bool(jit_compile))  # [A]
-    return tf.reduce_mean(tf.reshape(loss, [anchor_views, batch]), axis=0)  # [B]
+        jit_compile = x.contrast.shape[0] is not None
+    loss = _rows_loss(spec, anchors, x.contrast, rows, bool(jit_compile))  # [A]
+    return tf.reduce_mean(tf.reshape(loss, [anchor_views, x.batch]), axis=0)  # [B]

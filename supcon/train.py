@@ -292,6 +292,10 @@ class Logger:
             flush=True,
         )
 
+    def close(self):
+        """Flushes and closes the TensorBoard writer (a served process does not exit after the point)."""
+        self.writer.close()
+
     def eval(self, metrics: dict):
         wd.append_jsonl(os.path.join(self.run.dir, wd.METRICS), {"kind": "eval", **metrics})
         with self.writer.as_default(step=metrics["step"]):
@@ -331,6 +335,7 @@ def _finish(run: Run, metrics: dict, test: dict, logger: Logger):
         "images_per_second": images / seconds if seconds else 0.0,
         "train_examples": run.train_examples, "replicas": run.replicas,
     }
+    logger.close()  # TensorBoard's events are on disk before result.json says the run is done
     wd.write_status(run.dir, wd.DONE, metrics["step"])
     wd.write_json_atomic(os.path.join(run.dir, wd.RESULT), result)
     return result
@@ -524,6 +529,15 @@ def train_and_evaluate(
     runinfo.write_env(run)
     wd.write_text_atomic(os.path.join(workdir, wd.OPERATIVE_CONFIG), gin.operative_config_str())
     logger = Logger(run)
+    try:
+        return _run_mode(run, logger, mode, eval_poll_seconds, eval_timeout_seconds)
+    finally:
+        logger.close()
+
+
+def _run_mode(run: Run, logger: Logger, mode: str, eval_poll_seconds: float, eval_timeout_seconds: float):
+    """The body of train_and_evaluate once the run is built: train and/or evaluate as `mode` says."""
+    workdir = run.dir
     if mode == "continuous_eval":
         metrics, test = _continuous_eval(run, logger, eval_poll_seconds, eval_timeout_seconds)
         return _finish(run, metrics, test, logger)

@@ -193,8 +193,8 @@ def test_automatic_dispatch_above_threshold(monkeypatch):
     rng = np.random.default_rng(6)
     z, labels = unit_features(rng, 6, 2), labels_of(rng, "int", 6)
     calls = []
-    original = losses_blockwise.blockwise_contrastive_loss
-    monkeypatch.setattr(losses_blockwise, "blockwise_contrastive_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = losses_blockwise.loss_from_inputs
+    monkeypatch.setattr(losses_blockwise, "loss_from_inputs", lambda *a, **k: calls.append(1) or original(*a, **k))
     small = contrastive_loss(z, labels, temperature=0.1).numpy()
     assert not calls  # 12 x 12 entries: far below the threshold
     monkeypatch.setattr(losses, "BLOCKWISE_MIN_ENTRIES", 100)

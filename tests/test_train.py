@@ -128,6 +128,22 @@ def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished
     assert read(tmp_path / "same", wd.ENV)["mixed_precision"] is False
     losses = [[r["loss"] for r in train_records(d)] for d in (finished_run, tmp_path / "same")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
+    # The process did not exit after the point, yet its TensorBoard events are on disk, up to the final eval.
+    assert tensorboard_steps(tmp_path / "same") == tensorboard_steps(finished_run)
+    assert max(tensorboard_steps(tmp_path / "same")) == b["step"]
+
+
+def tensorboard_steps(workdir):
+    """Steps of the scalars in a run's TensorBoard event files (read as TFRecords of Event protos)."""
+    import tensorflow as tf
+
+    steps = set()
+    for name in os.listdir(workdir / wd.TB_DIR):
+        for record in tf.data.TFRecordDataset(str(workdir / wd.TB_DIR / name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if event.summary.value:
+                steps.add(event.step)
+    return steps
 
 
 def test_rerun_of_finished_run_does_not_train_again(finished_run):
