@@ -258,11 +258,17 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
 
 def serve(reply_fd: int) -> int:
     """Answers the runner's validate/train requests in this one process (supcon.worker)."""
+    import gc
+
     import tensorflow as tf
 
     from supcon import worker
 
     _set_threads()  # before any op: TF fixes its thread pools when it starts
+    # The ~400k objects of the imported modules live as long as the process: keep them out of every later
+    # garbage collection (Keras' clear_session after each point collects; 0.38 s -> 0.015 s measured).
+    gc.collect()
+    gc.freeze()
     served = 0
 
     def on_validate(request):
