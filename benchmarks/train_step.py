@@ -384,6 +384,7 @@ def print_profile(result: dict) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # Machine, JSON results and the README that gathers every benchmark's section
 
+NOTES = "notes.md"  # hand-written, appended to the README as is
 SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
     "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
@@ -456,6 +457,10 @@ def write_readme(report_dir: str = REPORT_DIR) -> str:
                       f"{', '.join(f'{x:.2f}' for x in s['machine']['load_average'])}.</sub>", ""]
         else:
             lines += [f"## {name}", "", f"Not measured yet: `{SECTIONS[name]}`.", ""]
+    notes = os.path.join(report_dir, NOTES)
+    if os.path.exists(notes):  # hand-written remarks (e.g. run-to-run variation), kept across re-measurements
+        with open(notes) as f:
+            lines += [f.read().rstrip(), ""]
     text = "\n".join(lines)
     with open(os.path.join(report_dir, "README.md"), "w") as f:
         f.write(text)

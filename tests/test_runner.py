@@ -244,6 +244,18 @@ def test_a_dying_trainer_process_fails_its_point_and_is_replaced(tmp_path):
     assert workdir.point_status(str(run_dir)) == "done"
 
 
+def test_a_point_that_needs_a_fresh_process_gets_one(tmp_path):
+    proc = run(tmp_path, fixture("fresh.gin"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pids = {os.path.basename(r["workdir"]).split("_")[0]: r["pid"] for r in read_lines(tmp_path / "train.log")}
+    assert len(pids) == 3  # each point trained once: the refused request trained nothing
+    (validator,) = [r["pid"] for r in read_lines(tmp_path / "validate.log")]
+    assert pids["case-first"] == validator
+    assert len({pids["case-first"], pids["case-own"], pids["case-after"]}) == 3  # its own, which then exits
+    own_log = (tmp_path / "runs" / "fresh" / "case-own_fake_fresh-true" / workdir.LOG).read_text()
+    assert own_log.count("=== runner.py") == 2 and own_log.count("fake training") == 1  # refused, then run
+
+
 def test_two_runners_at_once_train_each_point_once(tmp_path):
     args = (fixture("axes.gin"), "--jobs", "2", "--gin_param", "FAKE_SLEEP = 0.3")
     procs = [
