@@ -3,7 +3,8 @@
     python benchmarks/input_stall.py                    # 32x32, batch 128 x 2 views, ResNet-18 at widths 1 and 0.25
     python benchmarks/input_stall.py --widths 0.25 --rounds 6
 
-Both variants are the recipe's own training loop (`Run.train_stage`, see benchmarks/train_step.py) in worker
+Both are our default configuration on this CPU (`--variant fp32_onednn`: float32, oneDNN on) running the recipe's
+own training loop (`Run.train_stage`, see benchmarks/train_step.py) in worker
 processes that alternate: `live` reads the real tf.data pipeline (synthetic 32x32x3 uint8 source -> random
 crop, flip, colour jitter, grayscale as base/cifar10.gin, 2 views, normalisation, batching, prefetch);
 `cached` repeats one batch taken from that pipeline. The issue's bar: live / cached step time <= 1.05.
@@ -29,8 +30,8 @@ def measure(width: float, args) -> dict:
     args.width = width
     workers = []
     try:
-        workers.append(train_step.Worker("ours_fp32", args.batch, args, live=True))
-        workers.append(train_step.Worker("ours_fp32", args.batch, args, live=False))
+        workers.append(train_step.Worker(f"ours_{args.variant}", args.batch, args, live=True))
+        workers.append(train_step.Worker(f"ours_{args.variant}", args.batch, args, live=False))
         seconds = {"live": [], "cached": []}
         for r in range(args.rounds):
             order = list(zip(("live", "cached"), workers, strict=True))
@@ -47,7 +48,7 @@ def measure(width: float, args) -> dict:
 
 def markdown(results: dict, args) -> str:
     lines = ["## Input pipeline: live augmentation vs cached tensors", "",
-             f"Our step at 32x32, batch {args.batch} x {args.views} views, fed by the live SimCLR pipeline or by "
+             f"Our step (ours_{args.variant}) at 32x32, batch {args.batch} x {args.views} views, fed by the live SimCLR pipeline or by "
              f"one cached batch; worker processes alternate, {args.rounds} rounds x {args.steps} timed steps (each "
              f"round first runs {args.drain} untimed steps, which may use batches prefetched while the worker "
              f"waited), after {args.warmup} warm-up steps. Bar: live / cached <= 1.05.", "",
@@ -65,6 +66,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--widths", default="1.0,0.25")
+    parser.add_argument("--variant", default="fp32_onednn", choices=sorted(train_step.OURS),
+                        help="our step's variant (benchmarks/train_step.py OURS); default: the default on this CPU")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=3)
