@@ -451,8 +451,11 @@ class Launcher:
         with self.lock:
             if self.stop.is_set():
                 return None
-            if self.idle and not fresh:
-                return self.idle.pop()
+            while self.idle and not fresh:
+                worker = self.idle.pop()
+                if worker.alive():  # an idle process can die too (e.g. the OOM killer): skip it
+                    return worker
+                worker.close()
             worker = Worker(self.main_module, child_env(self.threads), log)
             self.workers.append(worker)
             return worker
