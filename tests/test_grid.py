@@ -27,7 +27,8 @@ def write(tmp_path, name, text):
 
 @pytest.mark.parametrize(
     "name, count",
-    [("grid.gin", 4), ("axes.gin", 6), ("single.gin", 1), ("cases.gin", 3), ("invalid.gin", 2)],
+    [("grid.gin", 4), ("axes.gin", 6), ("single.gin", 1), ("cases.gin", 3), ("invalid.gin", 2), ("die.gin", 3),
+     ("fresh.gin", 3)],
 )
 def test_fixture_recipes_expand(name, count):
     points = grid.expand(grid.load_recipe(fixture(name)))
@@ -41,7 +42,8 @@ def test_fixture_recipes_expand(name, count):
 
 def test_every_fixture_recipe_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.gin"))}
-    assert names == {"base.gin", "grid.gin", "axes.gin", "single.gin", "cases.gin", "invalid.gin"}
+    assert names == {"base.gin", "grid.gin", "axes.gin", "single.gin", "cases.gin", "invalid.gin", "die.gin",
+                     "fresh.gin"}
 
 
 def test_recipe_contents_follow_includes_and_header():
