@@ -310,7 +310,7 @@ def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
                 for path, name in names.items():
                     message = message.replace(path, name)
                 errors.setdefault(" ".join(message.split()), []).append(result["name"])
-    failed = errors or seen != {p.slug for p in points} or (code != 0 and not errors)
+    failed = errors or seen != {p.slug for p in points} or code != 0
     if failed and server is not None:
         server.close()
     if errors:
@@ -350,7 +350,7 @@ class Launcher:
         self.active: dict[str, tuple[Claim, subprocess.Popen]] = {}
         self.lost: set[str] = set()  # run dirs whose claim another runner took over
         self.secondary = _secondary_worker()
-        self.reuse = reuse and not os.environ.get("TF_CONFIG")  # a multi-host point: one process each
+        self.reuse = reuse
         self.idle: list[Worker] = list(workers)
         self.workers: list[Worker] = list(workers)
 
@@ -633,7 +633,7 @@ def main(argv: list[str]) -> int:
             return dry_run(plan)
         print(describe_grid(plan), flush=True)
         todo = [p for p in plan.points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
-        reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")
+        reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")  # a multi-host point: a process each
         if todo:
             how = "--serve (it then trains them)" if reuse else "--validate"
             print(f"validating {len(todo)} points with python -m {FLAGS.main_module} {how} ...", flush=True)

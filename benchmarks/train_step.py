@@ -150,7 +150,6 @@ def ours_worker(name: str, batch: int, views: int, live: bool, warmup: int, widt
     import itertools
     import tempfile
 
-
     run = build_run(recipe_params(batch, views, OURS[name.removeprefix("ours_")][0], width), tempfile.mkdtemp())
     planned = run.plan[0]
     if not live:

@@ -231,6 +231,18 @@ ONE_POINT_TOPOLOGIES = ("multi_worker", "tpu")
 RESTART = "restart"  # run_one's answer when the point needs a fresh process
 
 
+def _needs_fresh_process() -> bool:
+    """For a parsed point in a served process: a one-point topology, or logical CPU devices that TF, already
+    started here, can no longer make (they are configured when it still can)."""
+    if _query_root("topology", "one_device") in ONE_POINT_TOPOLOGIES:
+        return True
+    try:
+        _configure_devices()
+    except RuntimeError:  # TF: "Virtual devices cannot be modified after being initialized"
+        return True
+    return False
+
+
 def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: int = 0) -> int | str:
     """Trains/evaluates one point; on failure status.json says why and the exit code is 1.
 
@@ -240,19 +252,11 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
     """
     from supcon import workdir as wd
 
-    if served:
-        try:
-            parse(gin_files, gin_params)
-            if _query_root("topology", "one_device") in ONE_POINT_TOPOLOGIES:
-                return RESTART
-            _configure_devices()
-        except RuntimeError:  # TF: "Virtual devices cannot be modified after being initialized"
-            return RESTART
-        except Exception:  # noqa: BLE001 - a bad point fails below, with its reason in status.json
-            pass
-    os.makedirs(workdir, exist_ok=True)
     try:
         parse(gin_files, gin_params)
+        if served and _needs_fresh_process():
+            return RESTART
+        os.makedirs(workdir, exist_ok=True)
         _set_threads()
         _configure_devices()
         import gin
@@ -260,6 +264,7 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
         wd.write_text_atomic(os.path.join(workdir, wd.CONFIG), gin.config_str())
         call_root(workdir)
     except Exception as e:  # noqa: BLE001 - recorded in status.json, then re-raised as exit code 1
+        os.makedirs(workdir, exist_ok=True)
         status = wd.read_json(os.path.join(workdir, wd.STATUS), {}) or {}
         wd.write_status(workdir, wd.FAILED, getattr(e, "step", status.get("step", 0)), one_line(e))
         traceback.print_exc()

@@ -101,7 +101,6 @@ class Worker:
         finally:
             os.close(write_end)
         self.replies = os.fdopen(read_end, "r")
-        self.startup_log = log
         self.points = 0  # train requests answered
 
     @property
