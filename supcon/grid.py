@@ -245,6 +245,7 @@ def load_recipe(
         statements = parse_statements(param, f"--gin_param {param!r}", recipe.macro_uses)
         _apply(recipe, statements, os.path.join(os.getcwd(), "--gin_param"), recipes_dir, ())
     check_grid(recipe)
+    check_report(recipe)
     return recipe
 
 
@@ -278,6 +279,29 @@ def check_grid(recipe: Recipe) -> None:
                 f"{where}: grid key {key} is neither bound ({key} = ...) nor used (%{key}) in the "
                 "recipe or its includes; a typo? (bind a default to use it as a label)"
             )
+
+
+def check_report(recipe: Recipe) -> None:
+    """Checks the recipe's `report.*` settings: known names, and claims its grid can test.
+
+    Raises:
+      GridError: naming the file, line and binding: an unknown `report.*` name, or a `report.claims` entry that
+        is not in supcon/paper_claims.csv or whose rows match no point of the grid (see `supcon.claims`).
+    """
+    from supcon import claims, report_data
+
+    for name in recipe.report:
+        if name not in report_data.SPEC_KEYS:
+            where = recipe.where.get(f"report.{name}", recipe.path)
+            allowed = ", ".join(f"report.{k}" for k in report_data.SPEC_KEYS)
+            raise GridError(f"{where}: unknown binding report.{name} (allowed: {allowed})")
+    if "claims" in recipe.report:
+        where = recipe.where.get("report.claims", recipe.path)
+        points = [p.values for p in expand(recipe)]
+        try:
+            claims.check_recipe_claims(recipe.report["claims"], points, where)
+        except claims.ClaimError as e:
+            raise GridError(str(e)) from None
 
 
 def _check_axes(axes: Any, where: str) -> None:

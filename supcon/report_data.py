@@ -17,7 +17,7 @@ SEED = "SEED"
 ABSENT = "absent"  # a planned point with no run directory at all
 MISSING = "–"  # shown for a value, metric or spread that does not exist
 DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
-SPEC_KEYS = ("rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns")
+SPEC_KEYS = ("rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims")
 
 
 @dataclasses.dataclass
@@ -223,7 +223,8 @@ def report_spec(runs: list[Run]) -> dict:
 
     Returns:
       A dict with `rows`, `columns`, `metrics` (lists of str), `paper`, `title` (str or None),
-      `paper_rows`, `paper_columns` (dicts of str) and `stem` (the recipe stem).
+      `paper_rows`, `paper_columns` (dicts of str), `claims` (claim ids, see supcon.claims) and `stem` (the
+      recipe stem).
     """
     first = next((r.point for r in runs if r.point), {})
     raw = {k.removeprefix("report."): v for k, v in (first.get("report") or {}).items()}
@@ -236,6 +237,10 @@ def report_spec(runs: list[Run]) -> dict:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise ValueError(f"report.{key} must be a string; got {raw[key]!r}")
         spec[key] = raw.get(key)
+    claims = raw.get("claims") or []
+    if not isinstance(claims, list | tuple) or not all(isinstance(c, str) for c in claims):
+        raise ValueError(f"report.claims must be a list of claim ids; got {claims!r}")
+    spec["claims"] = list(claims)
     spec["stem"] = str(first.get("recipe_stem") or "runs")
     spec["header"] = [str(line) for line in first.get("header") or []]
     return spec

@@ -1,0 +1,457 @@
+"""The paper's claims as data (`supcon/paper_claims.csv`), tested on run directories: statistics and verdicts.
+
+A recipe names the claims its grid tests (`report.claims = ['table2_supcon_gt_ce', ...]`); `supcon.grid` checks
+at recipe load that each id exists and that its rows match points of the grid, and the reporter opens the report
+with one verdict per claim (and per setting of the other report rows/columns, so that no comparison pools
+different datasets or architectures). Kinds of claim and their tests (scipy.stats, 95% intervals, two-sided p):
+
+* `greater` (row a > row b): the difference of means a - b with a paired t interval when both rows finished the
+  same SEED values (one run each), else Welch's t interval.
+* `lowest` / `highest` (row a below / above every other value of `axis`): the same test between a and the other
+  value with the lowest / highest mean, the hardest comparison.
+* `increasing` (the metric rises with `axis`): Spearman's rank correlation over every finished run, with
+  Fisher's z interval on the ranks (`pearsonr(...).confidence_interval()` on `rankdata`); its p equals
+  `spearmanr`'s.
+* `lower_spread` (row a varies less than row b across hyperparameters): the Brown-Forsythe test on the per-setting
+  means (seeds averaged): the difference of the mean absolute deviations from each row's median with a pooled t
+  interval; its p equals `levene(center='median')`'s.
+
+Verdicts: *reproduced* when the interval excludes 0 on the paper's side, *contradicted* when it excludes 0 on the
+other side, *inconclusive* otherwise, including when there are too few runs to test. No TensorFlow here, and
+scipy is imported only when a claim is evaluated (the runner imports this module to check recipes).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from supcon import workdir
+from supcon.claims_stats import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    MIN_SETTINGS,
+    REPRODUCED,
+    Estimate,
+    Undetermined,
+    paired_difference,
+    rank_trend,
+    spread_difference,
+    verdict_of,
+    welch_difference,
+)
+from supcon.report_data import SEED, Run, group_key, sort_key, value_label
+
+PAPER_CLAIMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_claims.csv")
+FIELDS = (
+    "id", "source", "kind", "metric", "a", "b", "axis", "axis_map", "paper_a", "paper_b", "paper_values",
+    "paper_setting", "statement",
+)  # fmt: skip
+# kind -> the fields it needs besides id, source, kind, metric and statement
+KINDS = {
+    "greater": ("a", "b"),
+    "lowest": ("a", "axis"),
+    "highest": ("a", "axis"),
+    "increasing": ("axis",),
+    "lower_spread": ("a", "b"),
+}
+ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class ClaimError(ValueError):
+    """A malformed claims file or an unusable `report.claims`; the message is one line naming the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One row of the claims file (see its header for the columns)."""
+
+    id: str
+    source: str
+    kind: str
+    metric: str
+    a: dict[str, str]
+    b: dict[str, str]
+    axis: str
+    axis_map: dict[str, float]
+    paper_a: float | None
+    paper_b: float | None
+    paper_values: str
+    paper_setting: str
+    statement: str
+
+    @property
+    def macros(self) -> list[str]:
+        """The macros the claim names (its rows' keys and its axis)."""
+        return list(dict.fromkeys([*self.a, *self.b] + ([self.axis] if self.axis else [])))
+
+
+def format_selector(selector: dict[str, str]) -> str:
+    """{'METHOD': 'supcon'} -> 'METHOD=supcon'."""
+    return " & ".join(f"{k}={v}" for k, v in selector.items())
+
+
+def parse_selector(text: str, where: str) -> dict[str, str]:
+    """'METHOD=supcon & DEPTH=50' -> {'METHOD': 'supcon', 'DEPTH': '50'}; '' -> {}."""
+    selector = {}
+    for part in filter(None, (p.strip() for p in text.split("&"))):
+        key, sep, value = (s.strip() for s in part.partition("="))
+        if not sep or not KEY_RE.match(key) or not value:
+            raise ClaimError(f"{where}: row {part!r} must be MACRO=value (e.g. METHOD=supcon)")
+        selector[key] = value
+    return selector
+
+
+def _number(text: str, where: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ClaimError(f"{where}: {text!r} is not a number") from None
+
+
+def _parse_row(row: dict[str, str], where: str) -> Claim:
+    if not ID_RE.match(row["id"]):
+        raise ClaimError(f"{where}: id {row['id']!r} must be lower_case_with_underscores")
+    if row["kind"] not in KINDS:
+        raise ClaimError(f"{where}: kind {row['kind']!r} must be one of {', '.join(KINDS)}")
+    for name in ("source", "metric", "statement") + KINDS[row["kind"]]:
+        if not row[name].strip():
+            raise ClaimError(f"{where}: claim {row['id']} ({row['kind']}) needs a value for {name}")
+    a, b = parse_selector(row["a"], where), parse_selector(row["b"], where)
+    axis = row["axis"].strip()
+    if axis and not KEY_RE.match(axis):
+        raise ClaimError(f"{where}: axis {axis!r} must be an UPPER_CASE macro name")
+    if row["kind"] in ("lowest", "highest") and list(a) != [axis]:
+        raise ClaimError(
+            f"{where}: a of a {row['kind']} claim must be one value of its axis {axis}"
+        )
+    axis_map = {}
+    for part in filter(None, (p.strip() for p in row["axis_map"].split("&"))):
+        value, sep, number = (s.strip() for s in part.partition("="))
+        if not sep:
+            raise ClaimError(f"{where}: axis_map {part!r} must be value=number (e.g. -1=inf)")
+        axis_map[value] = _number(number, where)
+    return Claim(
+        row["id"], row["source"], row["kind"], row["metric"], a, b, axis, axis_map,
+        _number(row["paper_a"], where), _number(row["paper_b"], where), row["paper_values"].strip(),
+        row["paper_setting"].strip(), row["statement"].strip(),
+    )  # fmt: skip
+
+
+def load_claims(path: str = PAPER_CLAIMS) -> dict[str, Claim]:
+    """Reads the claims file (lines starting with '#' are comments) into {id: Claim}, in file order.
+
+    Raises:
+      ClaimError: a missing column, unknown kind, missing field, malformed row or duplicate id, naming the line.
+    """
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    try:
+        with open(path, newline="") as f:
+            lines = [(i + 1, line) for i, line in enumerate(f.read().splitlines())]
+    except OSError as e:
+        raise ClaimError(f"{shown}: cannot read: {e.strerror}") from None
+    lines = [(n, line) for n, line in lines if line.strip() and not line.startswith("#")]
+    records = list(csv.reader(line for _, line in lines))
+    if not records or tuple(records[0]) != FIELDS:
+        raise ClaimError(f"{shown}: the header must be {','.join(FIELDS)}")
+    claims: dict[str, Claim] = {}
+    for (number, _), record in zip(lines[1:], records[1:], strict=True):
+        where = f"{shown}:{number}"
+        if len(record) != len(FIELDS):
+            raise ClaimError(f"{where}: {len(record)} fields, expected {len(FIELDS)}")
+        claim = _parse_row(dict(zip(FIELDS, record, strict=True)), where)
+        if claim.id in claims:
+            raise ClaimError(f"{where}: duplicate claim id {claim.id}")
+        claims[claim.id] = claim
+    return claims
+
+
+def value_is(value: Any, text: str) -> bool:
+    """Whether a grid value reads as `text`: its label (`supcon`, `0.1`, `@ce`) or an equal number."""
+    if value_label(value) == text:
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return False
+
+
+def matches(values: dict, selector: dict[str, str]) -> bool:
+    """Whether a point's values bind every macro of `selector` to its value."""
+    return all(k in values and value_is(values[k], text) for k, text in selector.items())
+
+
+def grid_misfit(claim: Claim, points: Sequence[dict]) -> str | None:
+    """Why a grid (its points' values) cannot test `claim`, or None when it can."""
+    for name in ("a", "b"):
+        selector = getattr(claim, name)
+        if selector and not any(matches(p, selector) for p in points):
+            return f"no grid point has {format_selector(selector)}"
+    if claim.axis and len({value_label(p[claim.axis]) for p in points if claim.axis in p}) < 2:
+        return f"the grid does not sweep {claim.axis}"
+    if claim.kind == "lower_spread":
+        for selector in (claim.a, claim.b):
+            settings = {group_key(p) for p in points if matches(p, selector)}
+            if len(settings) < MIN_SETTINGS:
+                return (
+                    f"{format_selector(selector)} has {len(settings)} hyperparameter setting(s) in the grid; "
+                    f"a spread needs at least {MIN_SETTINGS}"
+                )
+    return None
+
+
+def check_recipe_claims(
+    ids: Any, points: Sequence[dict], where: str, path: str = PAPER_CLAIMS
+) -> None:
+    """Checks a recipe's `report.claims`: a list of known ids, each testable by the grid's points.
+
+    Raises:
+      ClaimError: one line naming `where` (the recipe's file:line) and the bad id.
+    """
+    if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
+        raise ClaimError(f"{where}: report.claims must be a list of claim ids; got {ids!r}")
+    known = load_claims(path)
+    for claim_id in ids:
+        if claim_id not in known:
+            raise ClaimError(
+                f"{where}: report.claims: unknown claim {claim_id!r} (the ids are in "
+                f"supcon/paper_claims.csv: {', '.join(known)})"
+            )
+        misfit = grid_misfit(known[claim_id], points)
+        if misfit:
+            raise ClaimError(f"{where}: report.claims: {claim_id} does not fit this grid: {misfit}")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Claims on runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """The test of one claim on the runs (of one setting of the other report rows, `where`).
+
+    Attributes:
+      claim: the claim.
+      where: the setting of the other rows/columns this verdict is for ('' for the whole grid).
+      verdict: reproduced, contradicted or inconclusive.
+      estimate: the statistic with its interval and p (None when it could not be computed).
+      compared: what the statistic measures, e.g. 'METHOD=supcon − METHOD=cross_entropy'.
+      reason: why the verdict is inconclusive.
+    """
+
+    claim: Claim
+    where: str
+    verdict: str
+    estimate: Estimate | None = None
+    compared: str = ""
+    reason: str = ""
+
+
+def _finished(runs: Sequence[Run], metric: str) -> list[tuple[Run, float]]:
+    return [
+        (r, r.metric(metric))
+        for r in runs
+        if r.state == workdir.DONE and r.metric(metric) is not None
+    ]
+
+
+def _progress(done: int, planned: int) -> str:
+    return "" if done == planned else f"; {done} of {planned} finished"
+
+
+def compare_rows(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: str) -> Estimate:
+    """mean(a) - mean(b) over finished runs: paired by SEED when both finished the same seeds, else Welch.
+
+    Raises:
+      Undetermined: a row has no finished run, or too few for the test.
+    """
+    a, b = _finished(a_runs, metric), _finished(b_runs, metric)
+    if not a or not b:
+        raise Undetermined(f"no finished run of {'the first' if not a else 'the second'} row")
+    seeds_a = [r.values.get(SEED) for r, _ in a]
+    seeds_b = [r.values.get(SEED) for r, _ in b]
+    labels_a, labels_b = [value_label(s) for s in seeds_a], [value_label(s) for s in seeds_b]
+    unique = len(set(labels_a)) == len(labels_a) and len(set(labels_b)) == len(labels_b)
+    if None not in seeds_a + seeds_b and unique and set(labels_a) == set(labels_b):
+        by_seed = dict(zip(labels_b, (v for _, v in b), strict=True))
+        estimate = paired_difference([v for _, v in a], [by_seed[s] for s in labels_a])
+    else:
+        if None in seeds_a + seeds_b:
+            why = "no SEED axis"
+        elif not unique:
+            why = "several runs per SEED"
+        else:
+            why = "the rows finished different SEED values"
+        estimate = welch_difference([v for _, v in a], [v for _, v in b])
+        estimate = dataclasses.replace(estimate, note=why)
+    if len(a) < len(a_runs) or len(b) < len(b_runs):
+        extra = f"; {len(a)}/{len(a_runs)} and {len(b)}/{len(b_runs)} finished"
+        estimate = dataclasses.replace(estimate, n=estimate.n + extra)
+    return estimate
+
+
+def _decide(claim: Claim, compute, sign: int, compared: str) -> Verdict:
+    try:
+        estimate = compute()
+    except Undetermined as why:
+        return Verdict(claim, "", INCONCLUSIVE, None, compared, str(why))
+    verdict, reason = verdict_of(estimate, sign)
+    return Verdict(claim, "", verdict, estimate, compared, reason)
+
+
+def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
+    a = [r for r in runs if matches(r.values, claim.a)]
+    b = [r for r in runs if matches(r.values, claim.b)]
+    if not a or not b:
+        return None
+    compared = f"{format_selector(claim.a)} − {format_selector(claim.b)}"
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric), +1, compared)
+
+
+def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
+    """Row a against the other value of the axis with the lowest (or highest) mean."""
+    a = [r for r in runs if matches(r.values, claim.a)]
+    others = [r for r in runs if claim.axis in r.values and not matches(r.values, claim.a)]
+    if not a or not others:
+        return None
+    levels: dict[str, list[Run]] = {}
+    for run in others:
+        levels.setdefault(value_label(run.values[claim.axis]), []).append(run)
+    means = {
+        label: sum(v for _, v in done) / len(done)
+        for label, members in levels.items()
+        if (done := _finished(members, claim.metric))
+    }
+    if not means:
+        why = f"no run with another value of {claim.axis} finished"
+        return Verdict(claim, "", INCONCLUSIVE, None, "", why)
+    lowest = claim.kind == "lowest"
+    pick = (min if lowest else max)(means, key=means.get)
+    b = levels[pick]
+    if lowest:
+        compared = f"{claim.axis}={pick} (next lowest) − {format_selector(claim.a)}"
+        return _decide(claim, lambda: compare_rows(b, a, claim.metric), +1, compared)
+    compared = f"{format_selector(claim.a)} − {claim.axis}={pick} (next highest)"
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric), +1, compared)
+
+
+def axis_number(claim: Claim, value: Any) -> float:
+    """The number that orders an axis value: its axis_map entry, else the value itself."""
+    label = value_label(value)
+    if label in claim.axis_map:
+        return claim.axis_map[label]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise Undetermined(f"{claim.axis}={label} is not a number (give it one in axis_map)")
+
+
+def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
+    swept = [r for r in runs if claim.axis in r.values]
+    if len({value_label(r.values[claim.axis]) for r in swept}) < 2:
+        return None
+
+    def compute() -> Estimate:
+        done = _finished(swept, claim.metric)
+        x = [axis_number(claim, r.values[claim.axis]) for r, _ in done]
+        estimate = rank_trend(x, [v for _, v in done])
+        return dataclasses.replace(estimate, n=estimate.n + _progress(len(done), len(swept)))
+
+    return _decide(claim, compute, +1, f"{claim.metric} vs {claim.axis}")
+
+
+def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
+    rows = [[r for r in runs if matches(r.values, s)] for s in (claim.a, claim.b)]
+    if not all(rows):
+        return None
+
+    def setting_means(members: list[Run]) -> list[float]:
+        settings: dict[tuple, list[float]] = {}
+        for run, value in _finished(members, claim.metric):
+            settings.setdefault(group_key(run.values), []).append(value)
+        return [sum(v) / len(v) for v in settings.values()]
+
+    compared = f"spread of {format_selector(claim.a)} − spread of {format_selector(claim.b)}"
+    return _decide(claim, lambda: spread_difference(*map(setting_means, rows)), -1, compared)
+
+
+KIND_TESTS = {
+    "greater": _greater,
+    "lowest": _extreme,
+    "highest": _extreme,
+    "increasing": _increasing,
+    "lower_spread": _spread,
+}
+
+
+def _strata(runs: Sequence[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
+    """Runs grouped by their values of `macros`, as ('M=v, N=w', runs), in value order."""
+    groups: dict[tuple, list[Run]] = {}
+    order: dict[tuple, tuple] = {}
+    for run in runs:
+        key = tuple(value_label(run.values.get(m)) for m in macros)
+        groups.setdefault(key, []).append(run)
+        order[key] = tuple(sort_key(run.values.get(m)) for m in macros)
+    return [
+        (", ".join(f"{m}={v}" for m, v in zip(macros, key, strict=True)), groups[key])
+        for key in sorted(groups, key=order.get)
+    ]
+
+
+def evaluate(claim: Claim, runs: Sequence[Run], within: Sequence[str] = ()) -> list[Verdict]:
+    """Tests a claim on the runs, separately for each setting of the macros `within` (the report's rows and
+    columns) that the claim does not name; settings that lack a compared row are skipped. A spread claim spans
+    the whole grid. Never raises for missing data: such a verdict is inconclusive with the reason."""
+    varying = {m for m in within if len({value_label(r.values.get(m)) for r in runs}) > 1}
+    macros = [] if claim.kind == "lower_spread" else [
+        m for m in dict.fromkeys(within) if m in varying and m not in claim.macros and m != SEED
+    ]  # fmt: skip
+    verdicts = []
+    for where, members in _strata(runs, macros):
+        verdict = KIND_TESTS[claim.kind](claim, members)
+        if verdict is not None:
+            verdicts.append(dataclasses.replace(verdict, where=where))
+    if not verdicts:
+        why = grid_misfit(claim, [r.values for r in runs]) or (
+            f"no setting of {', '.join(macros)} holds every compared row"
+        )
+        verdicts = [Verdict(claim, "", INCONCLUSIVE, None, "", why)]
+    return verdicts
+
+
+def evaluate_claims(
+    ids: Sequence[str], runs: Sequence[Run], within: Sequence[str] = (), path: str = PAPER_CLAIMS
+) -> list[Verdict]:
+    """The verdicts of the claims `ids` (a recipe's report.claims) on the runs, in the order given.
+
+    Raises:
+      ClaimError: an id is not in the claims file.
+    """
+    known = load_claims(path)
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ClaimError(
+            f"report.claims: unknown claim(s) {', '.join(unknown)} (not in {os.path.basename(path)})"
+        )
+    return [v for i in ids for v in evaluate(known[i], runs, within)]
+
+
+def summary(verdicts: Sequence[Verdict]) -> str:
+    """'2 of 3 claims reproduced at this scale (1 contradicted, 0 inconclusive).'"""
+    count = {
+        k: sum(v.verdict == k for v in verdicts) for k in (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
+    }
+    several = len(verdicts) > len({v.claim.id for v in verdicts})
+    noun = "claim tests" if several else ("claim" if len(verdicts) == 1 else "claims")
+    return (
+        f"{count[REPRODUCED]} of {len(verdicts)} {noun} reproduced at this scale "
+        f"({count[CONTRADICTED]} contradicted, {count[INCONCLUSIVE]} inconclusive)."
+    )
