@@ -10,6 +10,11 @@ Original files are looked for in data_dir, data_dir/<name>, data_dir/<alias> and
 Debian package dataset-fashion-mnist installs /usr/share/datasets/fashion-mnist). They are converted once, into
 data_dir when writable, else into the default data dir: $SUPCON_DATA_DIR or ~/.cache/supcon/datasets.
 Split names follow tfds, including slices such as 'train[:90%]' for a held-out validation split.
+
+Loading leaves Python's and NumPy's global random states as it found them, so that a seeded run computes the
+same numbers whether or not its dataset was just prepared: preparing draws from Python's `random` (tfds names
+its temporary directory with `random.choice`; the digits import scikit-learn, which imports rich, which calls
+`random.getrandbits`), and Keras seeds unseeded initializers from that same generator.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import re
 from collections.abc import Mapping
 
@@ -204,6 +210,17 @@ def _load_local(name: str, data_dir: str | None) -> Source:
     return TfdsSource(_prepare(builder_cls, _write_dir(data_dir), originals), name)
 
 
+@contextlib.contextmanager
+def _global_random_state_kept():
+    """Restores Python's and NumPy's global random states on exit (see the module docstring for why)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def load_source(name: str, data_dir: str | None = None) -> Source:
     """Finds a dataset offline and returns its `Source`; raises within seconds when it is unavailable.
 
@@ -214,7 +231,8 @@ def load_source(name: str, data_dir: str | None = None) -> Source:
         the default data dir, see `default_data_dir`).
 
     Returns:
-      A `Source`.
+      A `Source`. Python's and NumPy's global random states are as they were before the call, whether or not
+      the dataset was prepared in it.
 
     Raises:
       ValueError: `name` is not a known dataset.
@@ -224,6 +242,11 @@ def load_source(name: str, data_dir: str | None = None) -> Source:
         raise ValueError(f"name must be a dataset name such as 'digits' or 'cifar10'; got {name!r}")
     if data_dir is not None:
         data_dir = os.path.expanduser(os.fspath(data_dir))
+    with _global_random_state_kept():
+        return _load(name, data_dir)
+
+
+def _load(name: str, data_dir: str | None) -> Source:
     if name in LOCAL:
         return _load_local(name, data_dir)
     _, _, version = name.partition(":")
