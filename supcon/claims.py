@@ -190,14 +190,14 @@ def matches(values: dict, selector: dict[str, str]) -> bool:
     return all(k in values and value_is(values[k], text) for k, text in selector.items())
 
 
-def grid_misfit(claim: Claim, points: Sequence[dict]) -> str | None:
+def grid_misfit(claim: Claim, points: Sequence[dict], noun: str = "grid point") -> str | None:
     """Why a grid (its points' values) cannot test `claim`, or None when it can."""
     for name in ("a", "b"):
         selector = getattr(claim, name)
         if selector and not any(matches(p, selector) for p in points):
-            return f"no grid point has {format_selector(selector)}"
+            return f"no {noun} has {format_selector(selector)}"
     if claim.axis and len({value_label(p[claim.axis]) for p in points if claim.axis in p}) < 2:
-        return f"the grid does not sweep {claim.axis}"
+        return f"fewer than 2 values of {claim.axis} in the {noun}s"
     if claim.kind == "lower_spread":
         for selector in (claim.a, claim.b):
             settings = {group_key(p) for p in points if matches(p, selector)}
@@ -420,7 +420,7 @@ def evaluate(claim: Claim, runs: Sequence[Run], within: Sequence[str] = ()) -> l
         if verdict is not None:
             verdicts.append(dataclasses.replace(verdict, where=where))
     if not verdicts:
-        why = grid_misfit(claim, [r.values for r in runs]) or (
+        why = grid_misfit(claim, [r.values for r in runs], "run") or (
             f"no setting of {', '.join(macros)} holds every compared row"
         )
         verdicts = [Verdict(claim, "", INCONCLUSIVE, None, "", why)]

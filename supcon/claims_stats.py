@@ -30,6 +30,7 @@ class Estimate:
     test: str
     n: str
     note: str = ""
+    spreads: tuple[float, ...] = ()  # a spread test's sample standard deviations (row a, row b)
 
 
 def _finite(*numbers: float) -> bool:
@@ -104,9 +105,29 @@ def spread_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
     p = stats.levene(a, b, center="median").pvalue
     if not _finite(ci.low, ci.high, p):
         raise Undetermined("the deviations do not vary: the Brown-Forsythe test is undefined")
-    note = f"std {np.std(a, ddof=1):.4g} vs {np.std(b, ddof=1):.4g}"
-    return Estimate(float(dev_a.mean() - dev_b.mean()), float(ci.low), float(ci.high), float(p),
-                    "Brown-Forsythe", f"{len(a)} vs {len(b)} settings", note)  # fmt: skip
+    spreads = (float(np.std(a, ddof=1)), float(np.std(b, ddof=1)))
+    return Estimate(
+        float(dev_a.mean() - dev_b.mean()), float(ci.low), float(ci.high), float(p), "Brown-Forsythe",
+        f"{len(a)} vs {len(b)} settings", spreads=spreads,
+    )  # fmt: skip
+
+
+def one_sample_difference(values: Sequence[float], reference: float) -> Estimate:
+    """mean(values) - reference with the one-sample t interval (`scipy.stats.ttest_1samp`), e.g. seeds of a
+    method against a deterministic baseline."""
+    from scipy import stats
+
+    if len(values) < 2:
+        raise Undetermined(f"{len(values)} finished run(s): an interval needs at least 2")
+    result = stats.ttest_1samp(values, reference)
+    ci = result.confidence_interval(CONFIDENCE)
+    if not _finite(ci.low, ci.high, result.pvalue):
+        raise Undetermined("the runs do not vary: the t interval is undefined")
+    diff = sum(values) / len(values) - reference
+    return Estimate(
+        float(diff), float(ci.low) - reference, float(ci.high) - reference, float(result.pvalue),
+        "one-sample t", f"{len(values)} runs",
+    )  # fmt: skip
 
 
 def verdict_of(estimate: Estimate, sign: int) -> tuple[str, str]:

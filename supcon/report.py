@@ -6,10 +6,12 @@ Usage::
 
 Reads only run directories (`point.json`, `status.json`, `result.json`, `env.json`, `metrics.jsonl`,
 `embeddings.npz`); never trains and never imports TensorFlow. The table is shaped by the recipe's `report.*`
-bindings (rows, columns, metrics, paper, paper_rows, paper_columns, title), copied into each `point.json` by
-the runner. Cells are mean ± std (n) over the SEED axis, with the paper's number and the difference beside
-them; failed and missing points are listed with their reason. The output is deterministic (no timestamps),
-so a report can be committed and diffed.
+bindings (rows, columns, metrics, paper, paper_rows, paper_columns, title, claims), copied into each
+`point.json` by the runner. A report whose recipe names claims opens with their verdicts (`supcon.claims`); every
+report shows raw-pixel baselines on the runs' data (`supcon.baselines`, cached in `<runs_dir>/baselines.json`,
+the one file the reporter writes beside the runs). Cells are mean ± std (n) over the SEED axis, with the paper's
+number and the difference beside them; failed and missing points are listed with their reason. The output is
+deterministic (no timestamps), so a report can be committed and diffed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import shutil
 import sys
 import tempfile
 
-from supcon import report_plots, workdir
+from supcon import claims, report_plots, workdir
+from supcon.report_baselines import baselines_section
+from supcon.report_claims import claims_section
 from supcon.report_data import (
     MISSING,
     SEED,
@@ -180,6 +184,12 @@ def load_checked(runs_dir: str) -> tuple[list[Run], dict, list[dict]]:
     tables = sorted({n["table"] for n in numbers})
     if spec["paper"] is not None and spec["paper"] not in tables:
         raise ValueError(f"report.paper must be one of {tables}; got {spec['paper']!r}")
+    known = claims.load_claims()
+    unknown = [c for c in spec["claims"] if c not in known]
+    if unknown:
+        raise ValueError(
+            f"report.claims: unknown claim(s) {', '.join(unknown)} (the ids are in supcon/paper_claims.csv)"
+        )
     return runs, spec, numbers
 
 
@@ -189,7 +199,9 @@ def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
     rows, columns, extra = choose_layout(runs, spec)
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
-    lines = header(runs, spec) + ["## Results", "", table, "", LEGEND, ""]
+    pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
+    lines = header(runs, spec) + claims_section(runs, spec, rows + columns, pixel_line)
+    lines += ["## Results", "", table, "", LEGEND, ""]
     if extra:
         lines += [
             f"Rows are also split by {', '.join(extra)}: they vary across the grid and "
@@ -202,7 +214,7 @@ def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
             "report.paper_rows / report.paper_columns.",
             "",
         ]
-    lines += paper_note(quoted, scale_values(runs))
+    lines += paper_note(quoted, scale_values(runs)) + pixels
     lines += (
         plots_section(runs, rows, metrics, out)
         if plots

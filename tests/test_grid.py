@@ -168,6 +168,18 @@ def test_slugs_are_filesystem_safe_unique_and_short(tmp_path):
         ("include 'missing.gin'", "include 'missing.gin' not found"),
         ("X = [1, 2", "EOF in multi-line statement"),
         ("X = foo", "cannot parse the value foo"),
+        (
+            "report.colums = ['A']",
+            "unknown binding report.colums (allowed: report.rows, report.columns",
+        ),
+        (
+            "grid.axes = {'A': [1, 2]}\nreport.claims = ['no_such_claim']",
+            "report.claims: unknown claim 'no_such_claim'",
+        ),
+        (
+            "grid.axes = {'A': [1, 2]}\nreport.claims = ['table2_supcon_gt_ce']",
+            "table2_supcon_gt_ce does not fit this grid: no grid point has METHOD=supcon",
+        ),
     ],
 )
 def test_bad_recipes_name_file_and_binding(tmp_path, text, message):
@@ -269,4 +281,14 @@ def test_only_compares_values_not_text():
 
 def test_grid_imports_no_tensorflow():
     code = "import sys, supcon.grid; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_checking_report_claims_stays_light():
+    """The runner loads recipes: checking report.claims imports neither TensorFlow, scipy nor pandas."""
+    code = (
+        "import sys, supcon.grid; r = supcon.grid.load_recipe('recipes/fmnist_table2.gin'); "
+        "assert r.report['claims']; heavy = {'tensorflow', 'scipy', 'pandas'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -37,6 +37,7 @@ SPEC = {
     "title": "Table 2 at CPU scale (synthetic fixture)",
     "paper_rows": {"ce": "Cross-Entropy", "simclr": "SimCLR", "supcon": "SupCon"},
     "paper_columns": {"fashion_mnist": "CIFAR-10"},
+    "claims": ["table2_supcon_gt_ce", "table2_supcon_gt_simclr", "table2_ce_gt_simclr"],
 }
 
 

@@ -1,0 +1,129 @@
+"""The raw-pixel baselines section of a report, and how each row compares with pixels. No TensorFlow.
+
+The numbers come from `supcon.baselines` (logistic regression and k-NN on the pixels the runs' classifiers saw,
+cached beside the runs); this module writes them as markdown and compares every results row with them.
+"""
+
+from __future__ import annotations
+
+from supcon import baselines, workdir
+from supcon.claims_stats import Undetermined, one_sample_difference
+from supcon.report_data import MISSING, Run, sort_key, value_label
+from supcon.report_header import DATASET_NAMES
+from supcon.report_tables import format_cell, markdown_table, summarize
+
+METRIC = "eval/top1"
+METHODS = (("logreg_top1", "logistic regression"), ("knn_top1", f"{baselines.KNN_K}-NN"))
+
+
+def describe(b: baselines.Baseline) -> str:
+    """'Fashion-MNIST: the first 5000 of train, 14×14×1 (resize_then_crop), all 10000 of test'."""
+    s = b.setting
+    name = DATASET_NAMES.get(s.dataset, s.dataset)
+    if b.reason:
+        return name
+    shape = "×".join(str(d) for d in b.image_shape)
+    return (
+        f"{name}: the first {s.train_examples} of {s.train_split}, {shape} ({s.method}), "
+        f"all {b.test_examples} of {s.eval_split}"
+    )
+
+
+def _difference(values: list[float], reference: float) -> str:
+    """`+1.23 [−0.50, +2.96]` in pp (one-sample t over runs), or `+1.23 (n = 1)`."""
+    if not values:
+        return MISSING
+    try:
+        est = one_sample_difference(values, reference)
+    except Undetermined:
+        return f"{100 * (sum(values) / len(values) - reference):+.2f} (n = {len(values)})"
+    return f"{100 * est.value:+.2f} [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
+
+
+def _row_groups(runs: list[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
+    groups: dict[tuple, list[Run]] = {}
+    order: dict[tuple, tuple] = {}
+    for run in runs:
+        key = tuple(value_label(run.values.get(m)) for m in macros)
+        groups.setdefault(key, []).append(run)
+        order[key] = tuple(sort_key(run.values.get(m)) for m in macros)
+    return [(" / ".join(k) or "all", groups[k]) for k in sorted(groups, key=order.get)]
+
+
+def comparison(
+    runs: list[Run], macros: list[str], b: baselines.Baseline
+) -> tuple[list[str], list[str]]:
+    """The table of every row against the pixel baselines, and the rows whose interval lies above logistic
+    regression."""
+    header = [" / ".join(macros) or "runs", f"{METRIC} (%)"]
+    header += [f"− pixels {name} (pp, 95% CI)" for _, name in METHODS]
+    body, above = [], []
+    for label, members in _row_groups(runs, macros):
+        done = [r.metric(METRIC) for r in members if r.state == workdir.DONE]
+        values = [v for v in done if v is not None]
+        cells = [label, format_cell(*summarize(values), len(members), True)]
+        cells += [_difference(values, getattr(b, key)) for key, _ in METHODS]
+        body.append(cells)
+        try:
+            if one_sample_difference(values, b.logreg_top1).low > 0:
+                above.append(label)
+        except Undetermined:
+            pass
+    return [markdown_table(header, body)], above
+
+
+def baselines_section(
+    runs: list[Run], runs_dir: str | None, macros: list[str]
+) -> tuple[list[str], list[str]]:
+    """`## Raw-pixel baselines` (always present), and one line for the Claims section ([] without numbers).
+
+    Args:
+      runs: every run; the baselines follow the data settings of those with a run directory.
+      runs_dir: the runs folder, where `baselines.json` caches the numbers.
+      macros: the results table's row and column macros (each of their settings is compared with pixels).
+    """
+    computed, reasons = baselines.baselines_for_runs(runs, runs_dir)
+    lines = ["## Raw-pixel baselines", ""]
+    done = [b for b in computed if not b.reason]
+    reasons += [f"{describe(b)}: {b.reason}" for b in computed if b.reason]
+    if done:
+        lines += [
+            f"Logistic regression and {baselines.KNN_K}-nearest-neighbours on raw pixels, computed by "
+            "supcon.baselines (scikit-learn) on the runs' training examples at the runs' evaluation image "
+            "size, scored on the whole test split; see its docstring for the settings.",
+            "",
+            markdown_table(
+                ["baseline", "top-1 (%)", "data"],
+                [
+                    [f"pixels + {name}", f"{100 * getattr(b, key):.2f}", describe(b)]
+                    for b in done
+                    for key, name in METHODS
+                ],
+            ),
+            "",
+        ]
+    for reason in reasons:
+        lines += [f"Not computed: {reason}.", ""]
+    if not done:
+        if not reasons:
+            lines += ["Not computed: no run has written env.json yet.", ""]
+        return lines, []
+    if len(done) > 1:
+        lines += [
+            "The runs use several data settings: compare each row with the baseline of its data.",
+            "",
+        ]
+        return lines, []
+    table, above = comparison(runs, macros, done[0])
+    lines += [
+        f"Each row against pixels ({METRIC} − the baseline; one-sample t over finished runs):",
+        "",
+    ]
+    lines += table + [""]
+    b = done[0]
+    claim_line = (
+        f"**Against raw pixels:** logistic regression scores {100 * b.logreg_top1:.2f}% and "
+        f"{baselines.KNN_K}-NN {100 * b.knn_top1:.2f}% on the same data (Raw-pixel baselines below); "
+        f"rows whose 95% interval lies above logistic regression: {', '.join(above) or 'none'}."
+    )
+    return lines, [claim_line]

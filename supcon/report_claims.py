@@ -1,0 +1,108 @@
+"""The Claims section of a report: one summary line, then each claim's statistic, test, n, p and verdict.
+
+The claims and their statistics are `supcon.claims`; this module only writes them as markdown. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+from supcon import claims
+from supcon.report_data import MISSING, Run
+from supcon.report_tables import is_fraction, markdown_table
+
+CLAIMS_LEGEND = (
+    "Ours is the statistic with its 95% confidence interval. For a claim that row A beats row B: the difference "
+    "of means A − B, paired t over seeds when both rows finished the same SEED values, else Welch's t (lowest / "
+    "highest: against the other value of the axis with the lowest / highest mean). For a rise along a swept "
+    "value: Spearman's ρ over all finished runs with Fisher's z interval. For a lower spread: the Brown-Forsythe "
+    "test on the per-setting means, as the difference of mean absolute deviations from the median (the sample "
+    "standard deviations beside it). p is two-sided. **reproduced**: the interval excludes 0 on the paper's "
+    "side; **contradicted**: it excludes 0 on the other side; inconclusive: otherwise, or too few runs. One "
+    "test per claim and setting, without correction for multiple comparisons. Accuracy differences are in "
+    "percentage points (pp). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
+)
+
+
+def format_p(p: float | None) -> str:
+    """A p value: three decimals, or scientific below 0.001."""
+    if p is None:
+        return MISSING
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _paper(claim: claims.Claim) -> str:
+    numbers = ""
+    if claim.paper_a is not None and claim.paper_b is not None:
+        numbers = f"{claim.paper_a:.1f} vs {claim.paper_b:.1f}"
+    elif claim.paper_values:
+        numbers = claim.paper_values
+    if numbers and claim.paper_setting:
+        return f"{numbers} — {claim.paper_setting}"
+    return numbers or claim.paper_setting or MISSING
+
+
+def format_estimate(verdict: claims.Verdict) -> str:
+    """`METHOD=supcon − METHOD=cross_entropy: +1.20 pp [+0.40, +2.00]`, or `ρ = +0.83 [+0.41, +0.96]`."""
+    est = verdict.estimate
+    if est is None:
+        return MISSING
+    if verdict.claim.kind == "increasing":
+        return f"ρ = {est.value:+.2f} [{est.low:+.2f}, {est.high:+.2f}]"
+    fraction = is_fraction(verdict.claim.metric)
+    unit = " pp" if fraction else ""
+
+    def num(x: float, sign: str = "+") -> str:
+        return f"{100 * x:{sign}.2f}" if fraction else f"{x:{sign}.4g}"
+
+    text = f"{num(est.value)}{unit} [{num(est.low)}, {num(est.high)}]"
+    if est.spreads:
+        text += f" (std {num(est.spreads[0], '')} vs {num(est.spreads[1], '')}{unit})"
+    return f"{verdict.compared}: {text}" if verdict.compared else text
+
+
+def _verdict_cell(verdict: claims.Verdict) -> str:
+    if verdict.verdict == claims.INCONCLUSIVE:
+        return f"inconclusive: {verdict.reason}" if verdict.reason else "inconclusive"
+    return f"**{verdict.verdict}**"
+
+
+def claims_rows(verdicts: list[claims.Verdict]) -> list[list[str]]:
+    """The table's cells, one row per verdict."""
+    rows = []
+    for v in verdicts:
+        est = v.estimate
+        claim = f"{v.claim.statement} (`{v.claim.id}`)" + (f"; {v.where}" if v.where else "")
+        test = MISSING if est is None else est.test + (f" ({est.note})" if est.note else "")
+        rows.append(
+            [
+                claim,
+                v.claim.source,
+                _paper(v.claim),
+                format_estimate(v),
+                test,
+                MISSING if est is None else est.n,
+                format_p(None if est is None else est.p),
+                _verdict_cell(v),
+            ]
+        )
+    return rows
+
+
+def claims_section(
+    runs: list[Run], spec: dict, within: list[str], extra: list[str] = ()
+) -> list[str]:
+    """`## Claims`: the summary line, the verdicts table and the legend (empty when no claim is named).
+
+    Args:
+      runs: every run (unfinished ones count as planned).
+      spec: the report spec; `spec['claims']` are the claim ids.
+      within: the report's row and column macros: a claim is tested within each setting of those it does not
+        name, so that it never pools different datasets or architectures.
+      extra: lines to add under the summary (e.g. the comparison with raw pixels).
+    """
+    if not spec.get("claims"):
+        return []
+    verdicts = claims.evaluate_claims(spec["claims"], runs, within)
+    header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
+    lines = ["## Claims", "", f"**{claims.summary(verdicts)}**", ""]
+    lines += list(extra) + ([""] if extra else [])
+    return lines + [markdown_table(header, claims_rows(verdicts)), "", CLAIMS_LEGEND, ""]

@@ -1,0 +1,196 @@
+"""Tests for supcon.baselines: the trainer's data order and evaluation resize rebuilt without TensorFlow (checked
+against TF here), the digits numbers, the run settings read from config.gin, and the report's baselines section."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from supcon import baselines, report, workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS = baselines.Setting("digits", "train", "test", 1437, "identity", None, 32)
+DIGITS_CONFIG = """# Macros:
+DATASET = 'digits'
+METHOD = 'supcon'
+
+eval_preprocess.method = 'identity'
+train_and_evaluate.data_dir = None
+train_and_evaluate.dataset = %DATASET
+"""
+
+
+def env(dataset="digits", train_examples=1437):
+    return {"git_sha": "0" * 40, "scale": {"dataset": dataset, "train_examples": train_examples}}
+
+
+def make_run(root, values, top1, config=DIGITS_CONFIG, dataset="digits", train_examples=1437):
+    slug = "_".join(f"{k.lower()}-{v}" for k, v in values.items())
+    path = os.path.join(str(root), slug)
+    os.makedirs(path)
+    workdir.write_json_atomic(
+        os.path.join(path, workdir.POINT),
+        {"recipe_stem": "digits_demo", "values": values, "report": {"rows": ["METHOD"]}},
+    )
+    workdir.write_json_atomic(os.path.join(path, workdir.ENV), env(dataset, train_examples))
+    if config is not None:
+        workdir.write_text_atomic(os.path.join(path, workdir.CONFIG), config)
+    workdir.write_json_atomic(os.path.join(path, workdir.RESULT), {"eval/top1": top1, "step": 1})
+    workdir.write_status(path, "done", step=1)
+    return path
+
+
+def test_digits_baselines_are_fixed_numbers():
+    first = baselines.compute(DIGITS)
+    assert first.reason == "" and first.image_shape == (8, 8, 1) and first.test_examples == 360
+    assert round(first.logreg_top1 * 360) == 349  # 96.94%
+    assert round(first.knn_top1 * 360) == 355  # 98.61%
+    again = baselines.compute(DIGITS)
+    assert (again.logreg_top1, again.knn_top1) == (first.logreg_top1, first.knn_top1)
+
+
+def test_digits_split_and_order_match_the_trainers(tmp_path):
+    from supcon.data import builders, sources
+
+    labels = baselines.load_digits("train")[1]
+    assert len(labels) == 1437 and len(baselines.load_digits("test")[1]) == 360
+    images, all_labels = builders.digits_arrays()
+    for split in ("train", "test"):
+        ours = baselines.digits_split(all_labels)[split]
+        assert np.array_equal(ours, builders.digits_split(all_labels)[split])
+    source = sources.load_source("digits", str(tmp_path))  # prepares the tfds dataset here
+    for split in ("train", "test"):
+        batch = next(iter(source.split_dataset(split).batch(5000)))
+        x, y = baselines.load_digits(split)
+        assert np.array_equal(batch["image"].numpy(), x)
+        assert np.array_equal(batch["label"].numpy(), y)
+
+
+def test_tfds_order_is_tfds_hashing():
+    from tensorflow_datasets.core import hashing
+
+    keys = np.arange(50)
+    hasher = hashing.Hasher("train")
+    expected = sorted(range(50), key=lambda k: hasher.hash_key(int(keys[k])))
+    assert baselines.tfds_order(keys, "train").tolist() == expected
+    assert baselines.tfds_order(keys, "test").tolist() != expected  # the split name is the salt
+
+
+@pytest.mark.parametrize(
+    "shape, method, size, padding",
+    [
+        ((28, 28, 1), "resize_then_crop", 14, 0),  # the Fashion-MNIST recipes
+        ((28, 28, 1), "identity", 14, 32),
+        ((28, 28, 1), "identity", 20, 0),
+        ((8, 8, 1), "identity", None, 32),  # the digits
+        ((8, 8, 1), "identity", 12, 0),  # upsampling
+        ((32, 32, 3), "resize_then_crop", 24, 8),
+        ((32, 32, 3), "crop_then_resize", 24, 8),
+        ((30, 36, 3), "resize_then_crop", (20, 24), 4),
+    ],
+)
+def test_eval_preprocess_matches_tensorflow(shape, method, size, padding):
+    import tensorflow as tf
+
+    from supcon.augment import eval_preprocess
+
+    images = np.random.default_rng(0).integers(0, 256, size=(3, *shape), dtype=np.uint8)
+    ours = baselines.eval_preprocess(
+        images, method, size if not isinstance(size, int) else (size, size), padding
+    )
+    theirs = np.stack(
+        [
+            eval_preprocess(
+                tf.image.convert_image_dtype(image, tf.float32), method=method, image_size=size,
+                crop_padding=padding,
+            ).numpy()
+            for image in images
+        ]
+    )  # fmt: skip
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_halving_is_a_two_by_two_mean_pool():
+    images = np.random.default_rng(1).integers(0, 256, size=(5, 28, 28, 1), dtype=np.uint8)
+    ours = baselines.eval_preprocess(images, "resize_then_crop", (14, 14), 0)
+    pooled = images.astype(np.float64).reshape(5, 14, 2, 14, 2, 1).mean(axis=(2, 4)) / 255
+    np.testing.assert_allclose(ours, pooled, atol=1e-6, rtol=0)
+
+
+def test_run_setting_reads_config_gin(tmp_path):
+    (tmp_path / workdir.CONFIG).write_text(
+        "IMAGE_SIZE = 14\nMETHOD = 'supcon'\nDATASET = 'fashion_mnist'\n"
+        "eval_preprocess.method = 'resize_then_crop'\neval_preprocess.image_size = %IMAGE_SIZE\n"
+        "eval_preprocess.crop_padding = 0\nsupcon/eval_preprocess.crop_padding = 2\n"
+        "cross_entropy/eval_preprocess.crop_padding = 4\ntrain_and_evaluate.dataset = %DATASET\n"
+        "train_and_evaluate.max_examples = 5000\ntrain_and_evaluate.data_dir = '/data'\n"
+    )
+    setting = baselines.run_setting(str(tmp_path), env("fashion_mnist", 5000))
+    assert setting == baselines.Setting(
+        "fashion_mnist", "train", "test", 5000, "resize_then_crop", (14, 14), 2, "/data"
+    )
+    fell_back = baselines.run_setting(str(tmp_path), env("digits", 1437))  # the trainer's fallback
+    assert (fell_back.dataset, fell_back.data_dir, fell_back.train_split) == (
+        "digits",
+        None,
+        "train",
+    )
+    os.remove(tmp_path / workdir.CONFIG)
+    with pytest.raises(baselines.NotComputed, match="no config.gin in the run directory"):
+        baselines.run_setting(str(tmp_path), env())
+
+
+def test_the_report_shows_and_caches_the_baselines(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    for method, tops in (("supcon", (0.99, 0.995)), ("cross_entropy", (0.95, 0.96))):
+        for seed, top1 in enumerate(tops):
+            make_run(root, {"METHOD": method, "SEED": seed}, top1)
+    text = open(report.write_report(str(root), str(tmp_path / "out"), plots=False)).read()
+    section = text.split("## Raw-pixel baselines")[1].split("\n## ")[0]
+    data = "scikit-learn digits: the first 1437 of train, 8×8×1 (identity), all 360 of test"
+    assert f"| pixels + logistic regression | 96.94 | {data} |" in section
+    assert f"| pixels + 5-NN | 98.61 | {data} |" in section
+    assert "| METHOD | eval/top1 (%) | − pixels logistic regression (pp, 95% CI) |" in section
+    # mean 0.9925, sd 0.0035355, se 0.0025, t(1, 0.975) = 12.706: half-width 3.18 pp
+    assert "| supcon | 99.25 ± 0.35 (2) | +2.31 [-0.87, +5.48] | +0.64 [-2.54, +3.82] |" in section
+    assert (root / baselines.CACHE).is_file()
+
+    def no_compute(setting):
+        raise AssertionError("computed again despite the cache")
+
+    monkeypatch.setattr(baselines, "compute", no_compute)
+    assert open(report.write_report(str(root), str(tmp_path / "out"), plots=False)).read() == text
+
+
+def test_unavailable_data_is_reported_with_the_reason(tmp_path, monkeypatch):
+    make_run(tmp_path / "a", {"SEED": 0}, 0.7, dataset="imagenet2012", train_examples=100)
+    text = open(report.write_report(str(tmp_path / "a"), str(tmp_path / "out"), plots=False)).read()
+    assert (
+        "Not computed: ImageNet: dataset 'imagenet2012': the baseline reads only the bundled digits and "
+        "MNIST-family IDX files." in text
+    )
+    monkeypatch.setenv(baselines.DATA_DIR_ENV, str(tmp_path / "empty"))
+    monkeypatch.setitem(baselines.IDX_FOLDERS, "fashion_mnist", (("x",), (str(tmp_path / "none"),)))
+    make_run(tmp_path / "b", {"SEED": 0}, 0.7, dataset="fashion_mnist", train_examples=5000)
+    text = open(report.write_report(str(tmp_path / "b"), str(tmp_path / "out"), plots=False)).read()
+    assert "Not computed: Fashion-MNIST: the original fashion_mnist IDX files are not here" in text
+    assert not (tmp_path / "b" / baselines.CACHE).exists()  # unavailable data is not cached
+    make_run(tmp_path / "c", {"SEED": 0}, 0.7, config=None)
+    text = open(report.write_report(str(tmp_path / "c"), str(tmp_path / "out"), plots=False)).read()
+    assert "Not computed: no config.gin in the run directory" in text
+
+
+def test_baselines_import_no_tensorflow():
+    code = (
+        "import sys; from supcon import baselines, report; "
+        "b = baselines.compute(baselines.Setting('digits', 'train', 'test', 100, 'identity', (4, 4), 0)); "
+        "assert b.reason == '' and b.image_shape == (4, 4, 1), b; "
+        "assert 'tensorflow' not in sys.modules, 'tf imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
