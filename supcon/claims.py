@@ -268,15 +268,17 @@ def _progress(done: int, planned: int) -> str:
     return "" if done == planned else f"; {done} of {planned} finished"
 
 
-def compare_rows(a_runs: Sequence[Run], b_runs: Sequence[Run], metric: str) -> Estimate:
+def compare_rows(
+    a_runs: Sequence[Run], b_runs: Sequence[Run], metric: str, names: tuple[str, str] = ("a", "b")
+) -> Estimate:
     """mean(a) - mean(b) over finished runs: paired by SEED when both finished the same seeds, else Welch.
 
     Raises:
-      Undetermined: a row has no finished run, or too few for the test.
+      Undetermined: a row (named by `names` in the message) has no finished run, or too few for the test.
     """
     a, b = _finished(a_runs, metric), _finished(b_runs, metric)
     if not a or not b:
-        raise Undetermined(f"no finished run of {'the first' if not a else 'the second'} row")
+        raise Undetermined(f"no run of {names[0] if not a else names[1]} finished")
     seeds_a = [r.values.get(SEED) for r, _ in a]
     seeds_b = [r.values.get(SEED) for r, _ in b]
     labels_a, labels_b = [value_label(s) for s in seeds_a], [value_label(s) for s in seeds_b]
@@ -313,8 +315,9 @@ def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     b = [r for r in runs if matches(r.values, claim.b)]
     if not a or not b:
         return None
-    compared = f"{format_selector(claim.a)} − {format_selector(claim.b)}"
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric), +1, compared)
+    names = format_selector(claim.a), format_selector(claim.b)
+    compared = f"{names[0]} − {names[1]}"
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), +1, compared)
 
 
 def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -336,12 +339,12 @@ def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
         return Verdict(claim, "", INCONCLUSIVE, None, "", why)
     lowest = claim.kind == "lowest"
     pick = (min if lowest else max)(means, key=means.get)
-    b = levels[pick]
+    b, names = levels[pick], (format_selector(claim.a), f"{claim.axis}={pick}")
     if lowest:
-        compared = f"{claim.axis}={pick} (next lowest) − {format_selector(claim.a)}"
-        return _decide(claim, lambda: compare_rows(b, a, claim.metric), +1, compared)
-    compared = f"{format_selector(claim.a)} − {claim.axis}={pick} (next highest)"
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric), +1, compared)
+        compared = f"{names[1]} (next lowest) − {names[0]}"
+        return _decide(claim, lambda: compare_rows(b, a, claim.metric, names[::-1]), +1, compared)
+    compared = f"{names[0]} − {names[1]} (next highest)"
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), +1, compared)
 
 
 def axis_number(claim: Claim, value: Any) -> float:

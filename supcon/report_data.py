@@ -17,7 +17,16 @@ SEED = "SEED"
 ABSENT = "absent"  # a planned point with no run directory at all
 MISSING = "–"  # shown for a value, metric or spread that does not exist
 DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
-SPEC_KEYS = ("rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims")
+SPEC_KEYS = (
+    "rows",
+    "columns",
+    "metrics",
+    "paper",
+    "title",
+    "paper_rows",
+    "paper_columns",
+    "claims",
+)
 
 
 @dataclasses.dataclass

@@ -184,7 +184,7 @@ def test_missing_and_failed_rows_are_inconclusive_not_errors(tmp_path):
     verdict = only(claims.evaluate_claims(["table2_supcon_gt_ce"], runs, ["METHOD"]))
     assert (verdict.verdict, verdict.reason) == (
         "inconclusive",
-        "no finished run of the second row",
+        "no run of METHOD=cross_entropy finished",
     )
 
 
