@@ -47,13 +47,16 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet18(nn.Module):
-    """ResNet-18 with the CIFAR stem: images [N, 3, 32, 32] -> pooled features [N, 512]."""
+    """ResNet-18 with the CIFAR stem: images [N, C, H, W] -> pooled features [N, 512 * width]."""
 
-    def __init__(self):
+    def __init__(self, width: float = 1.0, image_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
-        layers, in_channels = [], 64
-        for stage, channels in enumerate((64, 128, 256, 512)):
+        widths = [max(1, int(c * width)) for c in (64, 128, 256, 512)]
+        self.features = widths[-1]
+        self.stem = nn.Sequential(nn.Conv2d(image_channels, widths[0], 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers, in_channels = [], widths[0]
+        for stage, channels in enumerate(widths):
             for block in range(2):
                 stride = 2 if stage > 0 and block == 0 else 1
                 layers.append(BasicBlock(in_channels, channels, stride))
@@ -61,17 +64,26 @@ class CifarResNet18(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.layers(self.stem(x))  # [N, 512, 4, 4]
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # [N, 512]
+        x = self.layers(self.stem(x))  # [N, F, H/8, W/8]
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)  # [N, F]
 
 
 class SupConModel(nn.Module):
-    """Encoder + projection MLP with L2-normalised output [N, 128]."""
+    """Encoder + projection head with L2-normalised output [N, projection[-1]].
 
-    def __init__(self, projection_dim: int = 128):
+    `projection` lists the Dense widths, ReLU between them (e.g. (512, 128): the SupContrast MLP; (128,): one
+    linear layer without bias, the fmnist_table2.gin head).
+    """
+
+    def __init__(self, projection: tuple = (512, 128), width: float = 1.0, image_channels: int = 3):
         super().__init__()
-        self.encoder = CifarResNet18()
-        self.head = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, projection_dim))
+        self.encoder = CifarResNet18(width, image_channels)
+        bias = len(projection) > 1  # SupContrast's MLP has biases; our one-layer projection has none
+        layers, inputs = [], self.encoder.features
+        for i, size in enumerate(projection):
+            layers += [nn.Linear(inputs, size, bias=bias)] + ([nn.ReLU()] if i < len(projection) - 1 else [])
+            inputs = size
+        self.head = nn.Sequential(*layers)
 
     def forward(self, x):
         return F.normalize(self.head(self.encoder(x)), dim=1)
@@ -91,15 +103,16 @@ def supcon_loss(features, labels, temperature: float = 0.1, base_temperature: fl
     return -(temperature / base_temperature) * mean_log_prob_pos.mean()
 
 
-def make_step(variant: str, batch: int, views: int = 2, seed: int = 0, threads: int | None = None):
-    """Builds model, optimizer and a `step(images [B, V, 3, H, W], labels [B]) -> loss` for a variant."""
+def make_step(variant: str, batch: int, views: int = 2, seed: int = 0, threads: int | None = None,
+              width: float = 1.0, image_channels: int = 3, projection: tuple = (512, 128)):
+    """Builds model, optimizer and a `step(images [B, V, C, H, W], labels [B]) -> loss` for a variant."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     compiled, bf16 = VARIANTS[variant]
-    model = SupConModel()
+    model = SupConModel(projection, width, image_channels)
     layout = torch.channels_last if bf16 else torch.contiguous_format
     model = model.to(memory_format=layout).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
@@ -122,9 +135,9 @@ def make_step(variant: str, batch: int, views: int = 2, seed: int = 0, threads: 
     return step
 
 
-def example_batch(batch: int, views: int = 2, size: int = 32, seed: int = 0):
-    """Random normalised images [B, V, 3, size, size] and labels [B] of 10 classes."""
+def example_batch(batch: int, views: int = 2, size: int = 32, seed: int = 0, channels: int = 3):
+    """Random normalised images [B, V, C, size, size] and labels [B] of 10 classes."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, views, 3, size, size, generator=generator)
+    images = torch.randn(batch, views, channels, size, size, generator=generator)
     labels = torch.randint(0, 10, (batch,), generator=generator)
     return images, labels

@@ -386,6 +386,7 @@ def print_profile(result: dict) -> None:
 NOTES = "notes.md"  # hand-written, appended to the README as is
 SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
+    "small_scale": "python benchmarks/small_scale.py",
     "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
     "loss_curves": "python benchmarks/train_step.py --loss_curves 60 --width 0.25 --batch 64",
     "loss_scale": "python benchmarks/loss_scale.py",
