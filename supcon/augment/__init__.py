@@ -4,10 +4,14 @@ Public API (all registered with gin under these names):
   simclr_augment, randaugment, autoaugment, stacked_randaugment, crop_flip, identity_augment
     `(image01 [H, W, C] float32 in [0, 1], seed [2] int, image_size=None, ...) -> image01 [h, w, C]`;
   eval_preprocess(image, method='identity', image_size=None, crop_padding=32);
-  normalize(image, whitening_mean=None, whitening_std=None).
+  normalize(image, whitening_mean=None, whitening_std=None);
+  supports_batches(augmenter), example_keys(seed, *indices): crop_flip, simclr_augment and identity_augment
+    also take a batch `(images01 [N, H, W, C], keys [N] uint64) -> [N, h, w, C]` (per-example keys from
+    example_keys), computed in a few ops per batch instead of ~30 per image.
 
 Modules: `ops` (crop, flip, colour jitter, grayscale, blur), `policies` (RandAugment / AutoAugment operations
-with the tf-models semantics), `augmenters` (the public functions above).
+with the tf-models semantics), `augmenters` (the public functions above), `batched` and `batched_color` (the
+batched crop/flip/resize and colour/grayscale/blur), `keys` (splitmix64 per-example keys and uniforms).
 
 What comes from Keras 3 and what is written here (and why):
   * Keras, where it implements the operation faithfully and without hidden random state:
@@ -42,7 +46,9 @@ from supcon.augment.augmenters import (
     randaugment,
     simclr_augment,
     stacked_randaugment,
+    supports_batches,
 )
+from supcon.augment.keys import example_keys
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -51,9 +57,11 @@ __all__ = [
     "autoaugment",
     "crop_flip",
     "eval_preprocess",
+    "example_keys",
     "identity_augment",
     "normalize",
     "randaugment",
     "simclr_augment",
     "stacked_randaugment",
+    "supports_batches",
 ]

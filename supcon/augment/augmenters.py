@@ -2,8 +2,11 @@
 
 An augmenter maps one image to one view: `augmenter(image01 [H, W, C] float32 in [0, 1], seed [2] int) ->
 image01 [h, w, C]`. It is a pure function of (image, seed, options): the data pipeline gives every view of every
-example its own stateless seed, so a run's views are reproducible and resumable. Recipes pick one by reference
-and set its options, e.g. `augmenter = @simclr_augment` and `simclr_augment.strength = 0.5`.
+example its own stateless seed, so a run's views are reproducible and resumable. crop_flip, simclr_augment and
+identity_augment also take a batch, `(images01 [N, H, W, C], keys [N] uint64) -> [N, h, w, C]`, with the same
+options and semantics and per-example counter-based randomness (batched.py); `supports_batches(augmenter)` says
+whether an augmenter, gin-configured or not, does. Recipes pick one by reference and set its options, e.g.
+`augmenter = @simclr_augment` and `simclr_augment.strength = 0.5`.
 
 Official options (seed.md §1.3, §1.6) and their counterparts here:
   augmentation_type SIMCLR / AUTOAUGMENT / RANDAUGMENT / STACKED_RANDAUGMENT / IDENTITY
@@ -17,12 +20,13 @@ Official options (seed.md §1.3, §1.6) and their counterparts here:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import gin
 import tensorflow as tf
 
-from supcon.augment import ops, policies
+from supcon.augment import batched, ops, policies
 
 EVAL_METHODS = ("identity", "resize_then_crop", "crop_then_resize")
 
@@ -31,10 +35,41 @@ CIFAR10_MEAN = (-0.0172, -0.0356, -0.107)
 CIFAR10_STD = (0.4046, 0.3988, 0.402)
 
 
+_BATCHES = "supcon_accepts_batches"  # marker attribute of the augmenters that also take [N, H, W, C] batches
+
+
 def _register(fn):
     """gin-registers `fn` and exempts it from AutoGraph (it uses explicit tf.cond / tf.switch_case), which
     otherwise re-converts every helper each time `tf.data.Dataset.map` or `tf.function` traces it."""
     return gin.register(tf.autograph.experimental.do_not_convert(fn))
+
+
+def _register_batched(fn):
+    """`_register`, marking `fn` as accepting a batch [N, H, W, C] with per-example keys [N] (batched.py)."""
+    setattr(fn, _BATCHES, True)
+    return _register(fn)
+
+
+def supports_batches(augmenter) -> bool:
+    """Whether `augmenter` (possibly gin-configured or a functools.partial) also accepts batches.
+
+    A batch-accepting augmenter maps `(images [N, H, W, C] float32 in [0, 1], keys [N] uint64)` to
+    `[N, h, w, C]` with the options bound to it (gin bindings, partial keywords), view n drawn from keys[n]
+    only. The marker is found by walking the `__wrapped__` chain (gin and AutoGraph wrappers) and
+    `functools.partial`s.
+    """
+    seen = set()
+    while augmenter is not None and id(augmenter) not in seen:
+        seen.add(id(augmenter))
+        if getattr(augmenter, _BATCHES, False):
+            return True
+        augmenter = augmenter.func if isinstance(augmenter, functools.partial) else getattr(
+            augmenter, "__wrapped__", None)
+    return False
+
+
+def _is_batch(image) -> bool:
+    return tf.TensorShape(image.shape).rank == 4
 
 
 def _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip):
@@ -48,14 +83,14 @@ def _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, fli
     return ops.random_flip(image, seeds[1]) if flip else image
 
 
-@_register
+@_register_batched
 def crop_flip(image, seed, image_size=None, crop_area_range=(0.08, 1.0), flip=True,
               aspect_ratio_range=(3 / 4, 4 / 3)):
     """Random resized crop and horizontal flip: the CE / linear-stage augmentation.
 
     Args:
-      image: [H, W, C] float32 in [0, 1], C = 1 or 3.
-      seed: [2] int stateless seed.
+      image: [H, W, C] float32 in [0, 1], C = 1 or 3; or a batch [N, H, W, C] (batched.crop_flip).
+      seed: [2] int stateless seed; for a batch, per-example keys [N] uint64.
       image_size: output size (int or (h, w)); None keeps the input size.
       crop_area_range: (min, max) fraction of the area kept: (0.08, 1) ImageNet, (0.2, 1) CIFAR.
       flip: random horizontal flip with p = 0.5.
@@ -64,6 +99,8 @@ def crop_flip(image, seed, image_size=None, crop_area_range=(0.08, 1.0), flip=Tr
     Returns:
       [h, w, C] float32 in [0, 1].
     """
+    if _is_batch(image):
+        return batched.crop_flip(image, seed, image_size, crop_area_range, flip, aspect_ratio_range)
     return _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip)
 
 
@@ -79,15 +116,16 @@ def _simclr_color(image, seed, strength, color_jitter_probability, torchvision_j
     return ops.random_apply(ops.grayscale, p_gray, seeds[2], image)
 
 
-@_register
+@_register_batched
 def simclr_augment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
                    flip=True, strength=1.0, color_jitter_probability=0.8, torchvision_jitter=False,
                    grayscale_probability=0.2, blur_probability=0.5):
     """SimCLR augmentation: crop, flip, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur.
 
     Args:
-      image: [H, W, C] float32 in [0, 1], C = 1 or 3 (one channel: no hue/saturation/grayscale).
-      seed: [2] int stateless seed.
+      image: [H, W, C] float32 in [0, 1], C = 1 or 3 (one channel: no hue/saturation/grayscale); or a batch
+        [N, H, W, C] (batched.simclr_augment).
+      seed: [2] int stateless seed; for a batch, per-example keys [N] uint64.
       image_size: output size (int or (h, w)); None keeps the input size.
       crop_area_range, aspect_ratio_range, flip: see `crop_flip`.
       strength: colour strength s: brightness/contrast/saturation 0.8 s, hue 0.2 s.
@@ -99,6 +137,10 @@ def simclr_augment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), as
     Returns:
       [h, w, C] float32 in [0, 1].
     """
+    if _is_batch(image):
+        return batched.simclr_augment(image, seed, image_size, crop_area_range, aspect_ratio_range, flip, strength,
+                                      color_jitter_probability, torchvision_jitter, grayscale_probability,
+                                      blur_probability)
     p_blur = ops.check_probability("blur_probability", blur_probability)
     seeds = ops.split_seed(seed, 3)
     image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip)
@@ -180,9 +222,13 @@ def stacked_randaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0
     return ops.gaussian_blur(image, seeds[5], p_blur)
 
 
-@_register
+@_register_batched
 def identity_augment(image, seed, image_size=None):
-    """No augmentation (official IDENTITY); only a bilinear resize when `image_size` differs."""
+    """No augmentation (official IDENTITY); only a bilinear resize when `image_size` differs.
+
+    `image` may be [H, W, C] or a batch [N, H, W, C]; `seed` is unused."""
+    if _is_batch(image):
+        return batched.identity_augment(image, seed, image_size)
     del seed
     ops.channels(image)
     return ops.resize(image, ops.size_pair(image_size, image))

@@ -167,7 +167,18 @@ def color_jitter(image: tf.Tensor, seed, strength: float = 1.0, torchvision: boo
     seeds = split_seed(seed, 2)
     order = tf.argsort(tf.random.stateless_uniform([4], seed=seeds[0]))  # a random permutation of 0..3
     draws = tf.random.stateless_uniform([4], seed=seeds[1])  # one U(0, 1) per adjustment, drawn up front
-    amounts = (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+    return apply_color_jitter(image, order, draws, strength, torchvision)
+
+
+def jitter_amounts(strength: float) -> tuple[float, float, float, float]:
+    """Brightness, contrast, saturation and hue amounts for colour strength s: 0.8 s, 0.8 s, 0.8 s, 0.2 s."""
+    return (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+
+
+def apply_color_jitter(image: tf.Tensor, order, draws, strength: float = 1.0, torchvision: bool = False):
+    """`color_jitter` with explicit randomness: adjustment order[p] at position p (0 brightness, 1 contrast,
+    2 saturation, 3 hue), adjustment k with the U(0, 1) draw draws[k]; each followed by a clip to [0, 1]."""
+    amounts = jitter_amounts(strength)
     adjustments = (_brightness, _contrast, _saturation, _hue)
     for position in range(4):
         # Branches stay small (no random ops inside): in tf.data every branch's nodes are visited.
