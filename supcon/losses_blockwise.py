@@ -31,10 +31,10 @@ import dataclasses
 
 import tensorflow as tf
 
-from supcon import losses
+from supcon import loss_inputs
 
 DEFAULT_BLOCK_ELEMENTS = 1 << 21  # entries of one [rows, M] block: 8 MiB of float32 per temporary
-_MASKED = losses._MASKED
+_MASKED = loss_inputs.MASKED
 
 
 def block_rows(num_anchors: int, num_contrast: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
@@ -90,9 +90,9 @@ def _sample_masks(spec: _Spec, sample: tf.Tensor, global_index: tf.Tensor):
     same, extra_same = diagonal, extra_zeros
     if spec.labels is not None:
         row_labels = tf.gather(spec.labels, sample)  # [n] or [n, C]
-        same = losses._same_class(row_labels, spec.global_labels)  # [n, G]
+        same = loss_inputs.same_class(row_labels, spec.global_labels)  # [n, G]
         if spec.extra_labels is not None:
-            extra_same = losses._same_class(row_labels, spec.extra_labels)  # [n, K]
+            extra_same = loss_inputs.same_class(row_labels, spec.extra_labels)  # [n, K]
     same = tf.concat([same, extra_same], axis=1)  # [n, G + K]
     if spec.positives_cap < 0:
         return same, same
@@ -101,7 +101,7 @@ def _sample_masks(spec: _Spec, sample: tf.Tensor, global_index: tf.Tensor):
         keep = min(keep, int(same.shape[1]))
     else:
         keep = tf.minimum(keep, tf.shape(same)[1]) if keep else 0
-    return same, losses._cap_positives(same, tf.concat([diagonal, extra_zeros], axis=1), keep)
+    return same, loss_inputs.cap_positives(same, tf.concat([diagonal, extra_zeros], axis=1), keep)
 
 
 def _row_masks(spec: _Spec, rows: tf.Tensor, num_contrast):
@@ -269,7 +269,7 @@ def blockwise_contrastive_loss(
     """
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be None (automatic) or >= 1; got {block_size}")
-    x = losses.prepare_inputs(
+    x = loss_inputs.prepare_inputs(
         features, labels, contrast_mode, summation_location, denominator_mode, positives_cap, contrast_features,
         contrast_labels,
     )
@@ -277,10 +277,10 @@ def blockwise_contrastive_loss(
 
 
 def loss_from_inputs(
-    x: losses.LossInputs, temperature, scale_by_temperature: bool, block_size: int | None = None,
+    x: loss_inputs.LossInputs, temperature, scale_by_temperature: bool, block_size: int | None = None,
     jit_compile: bool | None = None,
 ) -> tf.Tensor:
-    """The blockwise loss [B] of inputs already checked by `losses.prepare_inputs` (see the function above)."""
+    """The blockwise loss [B] of inputs already checked by `loss_inputs.prepare_inputs` (see the function above)."""
     column_ids = None
     if x.positives_cap < 0:
         column_ids = _column_ids(x.labels, x.global_labels, x.contrast_labels, x.views, x.global_batch,

@@ -220,3 +220,17 @@ def test_block_rows_and_bad_block_size():
         block_rows(0, 4)
     with pytest.raises(ValueError, match="denominator_mode"):
         blockwise_contrastive_loss(np.zeros([2, 2, 3], np.float32), denominator_mode="some")
+
+
+def test_no_import_cycle_between_the_two_paths():
+    """losses imports losses_blockwise; both take their input checks from loss_inputs, and the blockwise path
+    never imports losses (a cycle would make the import order matter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, supcon.losses_blockwise; assert 'supcon.losses' not in sys.modules, 'losses imported'; "
+        "import supcon.losses as l, supcon.loss_inputs as i; assert l.prepare_inputs is i.prepare_inputs"
+    )
+    root = __file__.rsplit("/tests/", 1)[0]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True)
