@@ -9,9 +9,9 @@ A recipe declares its grid with two gin bindings keyed by UPPER_CASE macros::
 The points are `points x axes` (either may be absent; neither gives one point with no bindings);
 entries of `points` may bind different macros, and every grid macro must be bound or used somewhere
 in the recipe (which catches typos). A point binds `MACRO = value`; a string value starting with '@'
-or '%' is written unquoted, as a gin reference. The recipe is read textually with gin's own parser
-and a delegate that turns `@refs` and `%macros` into strings, so nothing has to be registered and
-TensorFlow is never imported.
+or '%' is written unquoted, as a gin reference. The recipe is read as text by `supcon.recipe` (no
+TensorFlow); `load_recipe` then checks the grid, the `report.*` settings (`supcon.report_spec`) and that
+every binding is read by something (`supcon.bindings`), each error one line naming the file and setting.
 """
 
 from __future__ import annotations
@@ -20,72 +20,22 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import re
-import tokenize
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from gin import config_parser
+from supcon.bindings import check_bindings
+from supcon.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
+    RECIPES_DIR,
+    GridError,
+    Recipe,
+    parse_statements,
+    read_recipe,
+)
 
 KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-GRID_NAMES = ("axes", "points")
 SEED = "SEED"
 MAX_SLUG = 96
-RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
-
-
-class GridError(ValueError):
-    """A recipe, grid or selection error; the message names the file and the binding."""
-
-
-class _Delegate(config_parser.ParserDelegate):
-    """Returns '@name', '@name()' and '%name' strings for references and records macro uses."""
-
-    def __init__(self, uses: set[str]):
-        self._uses = uses
-
-    def configurable_reference(self, scoped_configurable_name, evaluate):
-        return "@" + scoped_configurable_name + ("()" if evaluate else "")
-
-    def macro(self, macro_name):
-        self._uses.add(macro_name)
-        return "%" + macro_name
-
-
-@dataclasses.dataclass
-class Recipe:
-    """What a recipe declares, after following its includes (later bindings win, as in gin).
-
-    Attributes:
-      path: the recipe file as given.
-      stem: the file name without `.gin`; names the recipe's runs and reports.
-      axes: MACRO -> list of values (cartesian product), in declaration order.
-      points: list of {MACRO: value} dicts of coupled settings.
-      report: the `report.*` bindings, without the `report.` prefix.
-      header: the leading comment lines of the recipe, without the '#'.
-      macros: every top-level `MACRO = value` binding (final values).
-      macro_uses: the macro names referenced as `%NAME` anywhere.
-      files: the recipe and every file it includes, in parse order.
-      where: 'file:line' of each grid/report binding, for error messages.
-    """
-
-    path: str
-    stem: str
-    axes: dict[str, list] = dataclasses.field(default_factory=dict)
-    points: list[dict] = dataclasses.field(default_factory=list)
-    report: dict[str, Any] = dataclasses.field(default_factory=dict)
-    header: list[str] = dataclasses.field(default_factory=list)
-    macros: dict[str, Any] = dataclasses.field(default_factory=dict)
-    macro_uses: set[str] = dataclasses.field(default_factory=set)
-    files: list[str] = dataclasses.field(default_factory=list)
-    where: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def keys(self) -> list[str]:
-        """The grid's macros: the points' keys (in order of appearance), then the axes' keys."""
-        keys = {k: None for entry in self.points if isinstance(entry, dict) for k in entry}
-        return list(keys) + [k for k in self.axes if k not in keys]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,126 +54,17 @@ class Point:
         return "".join(f"{k} = {v}\n" for k, v in self.bindings.items())
 
 
-def _display(path: str) -> str:
-    """A path relative to the working directory when it is inside it."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
-
-
-def _where(location: config_parser.Location, default: str) -> str:
-    return f"{_display(location.filename or default)}:{location.line_num}"
-
-
-def parse_statements(text: str, filename: str, uses: set[str] | None = None) -> list:
-    """Parses gin text into gin's statement tuples, without resolving anything.
-
-    Raises:
-      GridError: on a syntax error, naming the file and line.
-    """
-    uses = set() if uses is None else uses
-    try:
-        parser = config_parser.ConfigParser(text, _Delegate(uses))
-        return list(parser)
-    except SyntaxError as e:
-        msg = e.msg
-        bad = re.search(r"Failed to parse token '(.*)'", msg)
-        if bad:
-            msg = f"cannot parse the value {bad.group(1)} (strings need quotes, references start with @)"
-        line = (e.text or "").strip()
-        where = filename if filename.startswith("--") else f"{filename}:{e.lineno}"
-        raise GridError(_one_line(f"{where}: {msg}" + (f" in '{line}'" if line else ""))) from None
-    except tokenize.TokenError as e:
-        where = filename if filename.startswith("--") else f"{filename}:{e.args[1][0]}"
-        raise GridError(f"{where}: {e.args[0]} (an unclosed bracket?)") from None
-    except (ValueError, TypeError) as e:
-        raise GridError(_one_line(f"{filename}: {e}")) from None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _resolve_include(name: str, including: str, recipes_dir: str) -> str:
-    """Finds an included file: relative to the including file, recipes/, the repo, the cwd."""
-    if os.path.isabs(name):
-        return name
-    bases = [os.path.dirname(including), recipes_dir, os.path.dirname(recipes_dir), os.getcwd()]
-    for base in bases:
-        candidate = os.path.join(base, name)
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    return ""
-
-
-def _read_header(text: str) -> list[str]:
-    """The leading comment lines, without '#' and one following space."""
-    header = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped and not header:
-            continue
-        if not stripped.startswith("#"):
-            break
-        header.append(re.sub(r"^# ?", "", stripped))
-    return header
-
-
-def _apply(recipe: Recipe, statements: list, source: str, recipes_dir: str, stack: tuple) -> None:
-    """Applies parsed statements to `recipe` in order, recursing into includes."""
-    for st in statements:
-        if isinstance(st, config_parser.IncludeStatement):
-            path = _resolve_include(st.filename, source, recipes_dir)
-            if not path:
-                raise GridError(f"{_where(st.location, source)}: include '{st.filename}' not found")
-            _load_file(recipe, path, recipes_dir, stack)
-        elif isinstance(st, config_parser.BindingStatement):
-            _apply_binding(recipe, st, source)
-
-
-def _apply_binding(recipe: Recipe, st: config_parser.BindingStatement, source: str) -> None:
-    where = _where(st.location, source)
-    if st.selector in ("grid", "report") and st.arg_name:
-        if st.scope:
-            raise GridError(f"{where}: {st.scope}/{st.selector}.{st.arg_name} must not be scoped")
-        if st.selector == "grid":
-            if st.arg_name not in GRID_NAMES:
-                raise GridError(
-                    f"{where}: unknown binding grid.{st.arg_name} (allowed: grid.axes, grid.points)"
-                )
-            setattr(recipe, st.arg_name, st.value)
-        else:
-            recipe.report[st.arg_name] = st.value
-        recipe.where[f"{st.selector}.{st.arg_name}"] = where
-    elif not st.arg_name and not st.scope:
-        recipe.macros[st.selector] = st.value
-
-
-def _load_file(recipe: Recipe, path: str, recipes_dir: str, stack: tuple) -> None:
-    if path in stack:
-        raise GridError(
-            f"{_display(path)}: include cycle: {' -> '.join(map(_display, stack + (path,)))}"
-        )
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        raise GridError(f"{_display(path)}: cannot read: {e.strerror}") from None
-    recipe.files.append(path)
-    statements = parse_statements(text, _display(path), recipe.macro_uses)
-    _apply(recipe, statements, path, recipes_dir, stack + (path,))
-
-
 def load_recipe(
     path: str,
     overlays: Sequence[str] = (),
     gin_params: Sequence[str] = (),
     recipes_dir: str = RECIPES_DIR,
 ) -> Recipe:
-    """Reads a recipe, then overlay files and gin bindings (in that order), and checks its grid.
+    """Reads a recipe, then overlay files and gin bindings (in that order), and checks it.
 
     Args:
       path: the recipe file.
-      overlays: gin files applied after the recipe (e.g. `recipes/smoke.gin`).
+      overlays: gin files applied after the recipe (e.g. `recipes/smoke.gin`, a point's bindings).
       gin_params: gin binding strings applied last (the runner's `--gin_param`s).
       recipes_dir: the folder searched for includes after the including file's folder.
 
@@ -231,21 +72,13 @@ def load_recipe(
       The Recipe.
 
     Raises:
-      GridError: a file is missing or malformed, or the grid is invalid (see `check_grid`).
+      GridError: a file is missing or malformed (`supcon.recipe`), the grid or the report settings are invalid
+        (`check_grid`, `check_report`), or a binding is read by nothing (`supcon.bindings`).
     """
-    path = os.path.abspath(path)
-    stem = os.path.splitext(os.path.basename(path))[0]
-    recipe = Recipe(path=path, stem=stem, axes={}, points=[])
-    _load_file(recipe, path, recipes_dir, ())
-    with open(path) as f:
-        recipe.header = _read_header(f.read())
-    for overlay in overlays:
-        _load_file(recipe, os.path.abspath(overlay), recipes_dir, ())
-    for param in gin_params:
-        statements = parse_statements(param, f"--gin_param {param!r}", recipe.macro_uses)
-        _apply(recipe, statements, os.path.join(os.getcwd(), "--gin_param"), recipes_dir, ())
+    recipe = read_recipe(path, overlays, gin_params, recipes_dir)
     check_grid(recipe)
     check_report(recipe)
+    check_bindings(recipe, [p.values for p in expand(recipe)])
     return recipe
 
 
@@ -282,22 +115,25 @@ def check_grid(recipe: Recipe) -> None:
 
 
 def check_report(recipe: Recipe) -> None:
-    """Checks the recipe's `report.*` settings: known names, and claims its grid can test.
+    """Checks the recipe's `report.*` settings (`supcon.report_spec`) and the claims its grid can test.
 
     Raises:
-      GridError: naming the file, line and binding: an unknown `report.*` name, or a `report.claims` entry that
-        is not in supcon/paper_claims.csv or whose rows match no point of the grid (see `supcon.claims`).
+      GridError: naming the file, line and binding: an unknown `report.*` name, a value of the wrong type, rows
+        or columns that name no grid macro, a metric no run writes, a paper table, row or column that
+        supcon/paper_numbers.csv lacks, or a `report.claims` entry that is not in supcon/paper_claims.csv or
+        whose rows match no point of the grid (see `supcon.claims`).
     """
-    from supcon import claims, report_data
+    from supcon import claims, report_spec
 
-    for name in recipe.report:
-        if name not in report_data.SPEC_KEYS:
-            where = recipe.where.get(f"report.{name}", recipe.path)
-            allowed = ", ".join(f"report.{k}" for k in report_data.SPEC_KEYS)
-            raise GridError(f"{where}: unknown binding report.{name} (allowed: {allowed})")
+    points = [p.values for p in expand(recipe)]
+    try:
+        report_spec.check(recipe.report, points)
+    except report_spec.SpecError as e:
+        raise GridError(f"{recipe.where.get(f'report.{e.key}', recipe.path)}: {e}") from None
+    except ValueError as e:  # supcon/paper_numbers.csv itself
+        raise GridError(str(e)) from None
     if "claims" in recipe.report:
         where = recipe.where.get("report.claims", recipe.path)
-        points = [p.values for p in expand(recipe)]
         try:
             claims.check_recipe_claims(recipe.report["claims"], points, where)
         except claims.ClaimError as e:

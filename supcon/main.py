@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 
@@ -80,9 +81,14 @@ def _register():
 _registered: set = set()
 
 
+# gin appends "In call to configurable 'x' (<function x at 0x7f...>) [in scope 's']" to every error raised in a
+# configurable: noise for the reader (and an address that differs per run).
+_GIN_CALL_NOISE = re.compile(r"\s*In call to configurable '[^']*' \(<[^>]*>\)(?: in scope '[^']*')?")
+
+
 def one_line(error: BaseException) -> str:
-    """An exception as one line: type and message with newlines folded."""
-    lines = [line.strip() for line in str(error).splitlines()]
+    """An exception as one line: type and message with newlines folded, without gin's call-site noise."""
+    lines = [line.strip() for line in _GIN_CALL_NOISE.sub("", str(error)).splitlines()]
     text = " ".join(line for line in lines if line and set(line) != {"^"})  # gin's caret lines go
     text = " ".join(text.split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -91,19 +97,30 @@ def one_line(error: BaseException) -> str:
 def parse(gin_files: list[str], gin_params: list[str]) -> None:
     """Parses gin files and bindings strictly (unknown configurables or parameters are errors)."""
     import gin
+    from gin import config
+
+    from supcon import bindings, grid
 
     gin.clear_config()
-    gin.add_config_file_search_path(RECIPES_DIR)
     for path in gin_files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"gin file not found: {path}")
-        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    if gin_files:  # the runner's checks on the text: encoding, includes, grid, bindings nothing reads
+        grid.load_recipe(gin_files[0], overlays=gin_files[1:], gin_params=gin_params)
+    # Includes resolve from the given files' folders, then recipes/, then the working directory (as
+    # supcon.recipe reads them); set afresh per parse, as a served process parses many recipes.
+    folders = [os.path.dirname(os.path.abspath(path)) for path in gin_files] + [RECIPES_DIR, ""]
+    config._LOCATION_PREFIXES[:] = list(dict.fromkeys(folders))
     from absl import logging
 
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries before it finds the file
     try:
-        gin.parse_config_files_and_bindings(gin_files, gin_params, skip_unknown=False)
+        gin.parse_config_files_and_bindings(
+            [os.path.abspath(path) for path in gin_files], gin_params, skip_unknown=False
+        )
+    except ValueError as e:
+        raise bindings.with_registry_hint(e) from None
     finally:
         logging.set_verbosity(verbosity)
     missing = unfilled_required()

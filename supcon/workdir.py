@@ -51,6 +51,13 @@ FAILED = "failed"
 
 # Keys of result.json that every finished run carries.
 RESULT_KEYS = ("eval/top1", "eval/top5", "step", "train_seconds", "images_per_second")
+# Every key a finished run may write to result.json (supcon.train._finish: supcon.evaluate's eval/*, the k-NN
+# probe's knn/top1 when knn_k > 0, then the run's totals): the metrics report.metrics, the claims and the
+# paper numbers may name.
+RESULT_METRICS = (
+    "eval/top1", "eval/top5", "eval/loss", "eval/examples", "knn/top1",
+    "step", "train_seconds", "images_per_second", "train_examples", "replicas",
+)  # fmt: skip
 
 
 def _json_default(value: Any) -> Any:
