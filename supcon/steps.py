@@ -102,6 +102,15 @@ def _losses(parts: StepParts, outputs: dict, labels: tf.Tensor) -> dict:
     return terms
 
 
+def term_names(parts: StepParts) -> list[str]:
+    """The keys of `train_step`'s result for these parts, sorted: the loss terms a stage has, and 'loss'."""
+    names = ["loss"]
+    names += ["contrastive"] if parts.contrastive_weight else []
+    names += ["cross_entropy"] if parts.cross_entropy_weight else []
+    names += ["weight_decay"] if parts.weight_decay and parts.decayed else []
+    return sorted(names)
+
+
 def train_step(parts: StepParts, batch: dict) -> dict:
     """One optimisation step on one replica; returns the loss terms (to be summed over replicas)."""
     images, labels = batch["image"], batch["label"]

@@ -185,34 +185,75 @@ class Run:
                 num_views=s.num_views, augmenter=s.augmenter or augment.identity_augment,
                 normalize=self.normalize, seed=cfg["seed"] * 1000 + p.index, start_step=start_step,
                 input_context=ctx, label_noise=cfg["label_noise"], max_examples=cfg["max_examples"],
+                batched_augmentation=cfg["batched_augmentation"],
             )
 
         return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
 
-    def train_stage(self, p: stages.PlannedStage, log: Callable):
-        parts = self._step_parts(p)
-        iterator = self._train_iterator(p)
+    def _execution(self, parts: steps.StepParts, iterator, local_batch: int):
+        """`execute(n) -> {term: [n] per-step values}`: n training steps in one `tf.function` call.
+
+        The steps run in a `tf.while_loop` inside the function (as Keras' `steps_per_execution`), so Python,
+        the function call and the host syncs are paid once per call instead of once per step. Each step's loss
+        terms (summed over replicas) come back one value per step, so logging and the NaN check stay per step.
+        """
         strategy = self.strategy
 
-        @tf.function
-        def distributed_step(batch):
-            terms = strategy.run(lambda b: steps.train_step(parts, b), args=(batch,))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in terms.items()}
+        def replica_step(batch):
+            # Under MultiWorkerMirroredStrategy a batch taken from the iterator inside the loop has an unknown
+            # batch dimension; the loss needs it static. Every replica gets local_batch examples.
+            batch = {k: tf.ensure_shape(v, [local_batch, *v.shape[1:]]) for k, v in batch.items()}
+            return steps.train_step(parts, batch)
 
+        if self.cfg["jit_compile"]:  # XLA compiles the step; the loop and the input iterator stay outside it
+            replica_step = tf.function(replica_step, jit_compile=True)
+        keys = steps.term_names(parts)
+
+        def one_step():
+            terms = strategy.run(replica_step, args=(next(iterator),))
+            return [tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, terms[k], axis=None), tf.float32)
+                    for k in keys]
+
+        @tf.function
+        def execute(n):
+            arrays = [tf.TensorArray(tf.float32, size=n) for _ in keys]
+            for i in tf.range(n):
+                arrays = [a.write(i, v) for a, v in zip(arrays, one_step(), strict=True)]
+            return {k: a.stack() for k, a in zip(keys, arrays, strict=True)}
+
+        return execute
+
+    def _chunk(self, step: int, end: int) -> int:
+        """Steps of the next execution: up to steps_per_execution, never past a log, checkpoint or stage end."""
+        every, save_every = self.cfg["log_every_steps"], self.cfg["checkpoint_every_steps"]
+        n = min(self.cfg["steps_per_execution"], end - step)
+        n = min(n, every - step % every, save_every - step % save_every)
+        nan_step = self.cfg["inject_nan_at_step"]
+        if step < nan_step <= step + n:  # the test hook's step ends an execution, as a real NaN's would
+            n = nan_step - step
+        return max(1, n)
+
+    def train_stage(self, p: stages.PlannedStage, log: Callable):
+        execute = self._execution(self._step_parts(p), self._train_iterator(p), p.batch_size // self.replicas)
         every, save_every = self.cfg["log_every_steps"], self.cfg["checkpoint_every_steps"]
         window = {"loss": [], "time": time.time(), "steps": 0}
-        while int(self.step.numpy()) < p.end:
+        step = int(self.step.numpy())
+        while step < p.end:
             tic = time.time()
-            terms = distributed_step(next(iterator))
-            loss = float(terms["loss"].numpy())
-            step = int(self.step.assign_add(1).numpy())
-            if step == self.cfg["inject_nan_at_step"]:
-                loss = float("nan")
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(f"non-finite loss {loss} at step {step} (stage {p.stage.name})", step)
+            n = self._chunk(step, p.end)
+            values = {k: v.numpy() for k, v in execute(tf.constant(n, tf.int32)).items()}  # {term: [n]}
+            for i in range(n):
+                loss = float(values["loss"][i])
+                if step + i + 1 == self.cfg["inject_nan_at_step"]:
+                    loss = float("nan")
+                if not math.isfinite(loss):
+                    self.step.assign(step + i + 1)
+                    raise NonFiniteLossError(
+                        f"non-finite loss {loss} at step {step + i + 1} (stage {p.stage.name})", step + i + 1)
+                window["loss"].append({k: float(v[i]) for k, v in values.items()})
+            step = int(self.step.assign_add(n).numpy())
             self.train_seconds.assign_add(time.time() - tic)
-            window["loss"].append({k: float(v.numpy()) for k, v in terms.items()})
-            window["steps"] += 1
+            window["steps"] += n
             if step % every == 0 or step == p.end:
                 log(p, step, window)
                 window = {"loss": [], "time": time.time(), "steps": 0}
@@ -425,6 +466,12 @@ def _check_config(cfg: dict) -> None:
         distribute.check_global_batch(p.batch_size, replicas, f"{p.stage.name} batch_size")
     if cfg["memory_size"] < 0:
         raise ValueError(f"train_and_evaluate.memory_size must be >= 0; got {cfg['memory_size']}")
+    spe = cfg["steps_per_execution"]
+    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
+        raise ValueError(f"train_and_evaluate.steps_per_execution must be an int >= 1; got {spe!r}")
+    for name in ("jit_compile", "batched_augmentation"):
+        if not isinstance(cfg[name], bool):
+            raise ValueError(f"train_and_evaluate.{name} must be True or False; got {cfg[name]!r}")
 
 
 def validate_config() -> None:
@@ -461,6 +508,9 @@ def train_and_evaluate(
     seed: int = 0,
     mixed_precision: bool | str = "auto",
     deterministic: bool = True,
+    steps_per_execution: int = 20,
+    jit_compile: bool = False,
+    batched_augmentation: bool = True,
     log_every_steps: int = 50,
     checkpoint_every_steps: int = 500,
     keep_checkpoints: int = 2,
@@ -496,6 +546,13 @@ def train_and_evaluate(
         (on where bfloat16 is fast: a TPU topology, a GPU, or a CPU with AVX-512 BF16 / AMX; see
         `bfloat16_is_fast`).
       deterministic: enable TF op determinism (a resumed run reproduces an uninterrupted one).
+      steps_per_execution: training steps per `tf.function` call (a `tf.while_loop` inside it), as Keras'
+        option of that name; an execution never crosses a logging, checkpoint or stage boundary, so those
+        cadences, resume and the per-step loss log do not depend on it.
+      jit_compile: compile the training step with XLA (off: on CPU, oneDNN's convolutions are faster than
+        XLA's at every size measured, benchmarks/small_scale.py).
+      batched_augmentation: augment a whole batch per op where the augmenter has a batched form
+        (crop_flip, simclr_augment, identity_augment; supcon.augment.batched), else one image at a time.
       log_every_steps, checkpoint_every_steps, keep_checkpoints: logging and checkpointing cadence.
       knn_k: k of the cosine k-NN probe (0 disables); knn_train_examples: cap on its reference set.
       save_embeddings: how many test embeddings to keep for plots (0: none).

@@ -197,6 +197,38 @@ def test_mixed_precision_auto_follows_the_hardware():
         train.resolve_mixed_precision("yes", "one_device")
 
 
+def test_steps_per_execution_does_not_change_the_run(finished_run, tmp_path):
+    """One step per tf.function call and several per call (the default) train the very same steps."""
+    workdir = tmp_path / "spe1"
+    proc = run_main(workdir, "train_and_evaluate.steps_per_execution = 1", "train_and_evaluate.export_model = False")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, many = train_records(workdir), train_records(finished_run)
+    assert [r["step"] for r in one] == [r["step"] for r in many]  # the same logging cadence
+    for a, b in zip(one, many, strict=True):
+        terms = [k for k in ("loss", "contrastive", "cross_entropy", "weight_decay") if k in b]
+        assert "loss" in terms and [k for k in terms if k in a] == terms
+        for key in terms:
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), (key, a["step"])
+    for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1", "step"):
+        assert read(workdir, wd.RESULT)[key] == pytest.approx(read(finished_run, wd.RESULT)[key], rel=1e-6), key
+
+
+def test_an_execution_never_crosses_a_log_checkpoint_stage_or_nan_boundary():
+    from supcon import train
+
+    def chunk(step, end, spe=20, log=50, save=40, nan=-1):
+        cfg = {"steps_per_execution": spe, "log_every_steps": log, "checkpoint_every_steps": save,
+               "inject_nan_at_step": nan}
+        return train.Run._chunk(type("R", (), {"cfg": cfg})(), step, end)
+
+    assert chunk(0, 1000) == 20 and chunk(20, 1000) == 20  # up to steps_per_execution
+    assert chunk(30, 1000) == 10  # stops at the checkpoint at 40
+    assert chunk(45, 1000) == 5  # stops at the log at 50
+    assert chunk(0, 7) == 7 and chunk(391, 395, spe=100, log=1000, save=1000) == 4  # at the stage's end
+    assert chunk(0, 1000, nan=3) == 3 and chunk(3, 1000, nan=3) == 20  # the NaN hook's step ends one
+    assert chunk(5, 1000, spe=1) == 1
+
+
 def test_non_finite_loss_marks_run_failed(tmp_path):
     proc = run_main(tmp_path / "nan", "train_and_evaluate.inject_nan_at_step = 3")
     assert proc.returncode != 0
