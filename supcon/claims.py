@@ -23,7 +23,6 @@ scipy is imported only when a claim is evaluated (the runner imports this module
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import re
@@ -44,6 +43,7 @@ from supcon.claims_stats import (
     verdict_of,
     welch_difference,
 )
+from supcon.paper_numbers import read_csv_lines
 from supcon.report_data import SEED, Run, group_key, sort_key, value_label
 
 PAPER_CLAIMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_claims.csv")
@@ -121,6 +121,10 @@ def _parse_row(row: dict[str, str], where: str) -> Claim:
         raise ClaimError(f"{where}: id {row['id']!r} must be lower_case_with_underscores")
     if row["kind"] not in KINDS:
         raise ClaimError(f"{where}: kind {row['kind']!r} must be one of {', '.join(KINDS)}")
+    if row["metric"] not in workdir.RESULT_METRICS:
+        raise ClaimError(
+            f"{where}: metric {row['metric']!r} is not one a run writes ({', '.join(workdir.RESULT_METRICS)})"
+        )
     for name in ("source", "metric", "statement") + KINDS[row["kind"]]:
         if not row[name].strip():
             raise ClaimError(f"{where}: claim {row['id']} ({row['kind']}) needs a value for {name}")
@@ -153,16 +157,13 @@ def load_claims(path: str = PAPER_CLAIMS) -> dict[str, Claim]:
     """
     shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     try:
-        with open(path, newline="") as f:
-            lines = [(i + 1, line) for i, line in enumerate(f.read().splitlines())]
-    except OSError as e:
-        raise ClaimError(f"{shown}: cannot read: {e.strerror}") from None
-    lines = [(n, line) for n, line in lines if line.strip() and not line.startswith("#")]
-    records = list(csv.reader(line for _, line in lines))
-    if not records or tuple(records[0]) != FIELDS:
+        lines = read_csv_lines(path)
+    except ValueError as e:
+        raise ClaimError(str(e)) from None
+    if tuple(lines[0][1]) != FIELDS:
         raise ClaimError(f"{shown}: the header must be {','.join(FIELDS)}")
     claims: dict[str, Claim] = {}
-    for (number, _), record in zip(lines[1:], records[1:], strict=True):
+    for number, record in lines[1:]:
         where = f"{shown}:{number}"
         if len(record) != len(FIELDS):
             raise ClaimError(f"{where}: {len(record)} fields, expected {len(FIELDS)}")

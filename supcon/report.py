@@ -22,7 +22,7 @@ import shutil
 import sys
 import tempfile
 
-from supcon import claims, report_plots, workdir
+from supcon import claims, report_plots, report_spec, workdir
 from supcon.report_baselines import baselines_section
 from supcon.report_claims import claims_section
 from supcon.report_data import (
@@ -32,7 +32,6 @@ from supcon.report_data import (
     choose_layout,
     independent_macros,
     load_runs,
-    report_spec,
     sort_key,
     table_metrics,
     value_label,
@@ -179,11 +178,8 @@ def load_checked(runs_dir: str) -> tuple[list[Run], dict, list[dict]]:
       ValueError: if `runs_dir` is missing or holds no run directory, or the spec is invalid.
     """
     runs = load_runs(runs_dir)
-    spec = report_spec(runs)
+    spec = report_spec.spec_of_runs(runs)
     numbers = load_paper_numbers()
-    tables = sorted({n["table"] for n in numbers})
-    if spec["paper"] is not None and spec["paper"] not in tables:
-        raise ValueError(f"report.paper must be one of {tables}; got {spec['paper']!r}")
     known = claims.load_claims()
     unknown = [c for c in spec["claims"] if c not in known]
     if unknown:

@@ -17,16 +17,6 @@ SEED = "SEED"
 ABSENT = "absent"  # a planned point with no run directory at all
 MISSING = "–"  # shown for a value, metric or spread that does not exist
 DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
-SPEC_KEYS = (
-    "rows",
-    "columns",
-    "metrics",
-    "paper",
-    "title",
-    "paper_rows",
-    "paper_columns",
-    "claims",
-)
 
 
 @dataclasses.dataclass
@@ -205,54 +195,6 @@ def independent_macros(runs: list[Run], macros: list[str]) -> list[str]:
         if rest and determined_by(runs, rest, macro):
             keep = rest
     return keep
-
-
-def _as_list(spec: dict, key: str) -> list[str]:
-    """Validates a spec entry that must be a list of macro names."""
-    value = spec.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"report.{key} must be a list of macro names; got {value!r}")
-    return list(value)
-
-
-def _as_mapping(spec: dict, key: str) -> dict[str, str]:
-    """Validates a spec entry that must map our values to the paper's labels."""
-    value = spec.get(key) or {}
-    if not isinstance(value, dict):
-        raise ValueError(
-            f"report.{key} must be a dict from our values to the paper's labels; got {value!r}"
-        )
-    return {value_label(k): str(v) for k, v in value.items()}
-
-
-def report_spec(runs: list[Run]) -> dict:
-    """The recipe's `report.*` declaration (from the first run's point.json), validated.
-
-    Returns:
-      A dict with `rows`, `columns`, `metrics` (lists of str), `paper`, `title` (str or None),
-      `paper_rows`, `paper_columns` (dicts of str), `claims` (claim ids, see supcon.claims) and `stem` (the
-      recipe stem).
-    """
-    first = next((r.point for r in runs if r.point), {})
-    raw = {k.removeprefix("report."): v for k, v in (first.get("report") or {}).items()}
-    unknown = sorted(set(raw) - set(SPEC_KEYS))
-    if unknown:
-        raise ValueError(f"unknown report.* bindings {unknown}; allowed: {list(SPEC_KEYS)}")
-    spec = {k: _as_list(raw, k) for k in ("rows", "columns", "metrics")}
-    spec.update({k: _as_mapping(raw, k) for k in ("paper_rows", "paper_columns")})
-    for key in ("paper", "title"):
-        if raw.get(key) is not None and not isinstance(raw[key], str):
-            raise ValueError(f"report.{key} must be a string; got {raw[key]!r}")
-        spec[key] = raw.get(key)
-    claims = raw.get("claims") or []
-    if not isinstance(claims, list | tuple) or not all(isinstance(c, str) for c in claims):
-        raise ValueError(f"report.claims must be a list of claim ids; got {claims!r}")
-    spec["claims"] = list(claims)
-    spec["stem"] = str(first.get("recipe_stem") or "runs")
-    spec["header"] = [str(line) for line in first.get("header") or []]
-    return spec
 
 
 def choose_layout(runs: list[Run], spec: dict) -> tuple[list[str], list[str], list[str]]:

@@ -1,63 +1,27 @@
 """Result tables for the reporter: mean ± std (n) cells, the paper's numbers beside ours, markdown.
 
-The paper's numbers live in `supcon/paper_numbers.csv` (table,row,column,metric,value,model,source), in
+The paper's numbers live in `supcon/paper_numbers.csv` (read and checked by `supcon.paper_numbers`), in
 percent. Imports no TensorFlow.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-import re
-
 import pandas as pd
 
 from supcon import workdir
+from supcon.paper_numbers import (  # noqa: F401  (re-exported: the reporter's tables use the paper's numbers)
+    PAPER_NUMBERS,
+    WILDCARD,
+    load_paper_numbers,
+    paper_label,
+)
 from supcon.report_data import MISSING, Run, sort_key, value_label
 
-PAPER_NUMBERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.csv")
-PAPER_FIELDS = ("table", "row", "column", "metric", "value", "model", "source")
-WILDCARD = "*"  # a paper_rows / paper_columns key that applies to every row / column
-# Normalised labels (see `paper_label`) of our macro values -> normalised paper labels.
-ALIASES = {
-    "ce": "crossentropy",
-    "xent": "crossentropy",
-    "outside": "lout",
-    "inside": "lin",
-    "lsupout": "lout",
-    "lsupin": "lin",
-    "imagenet2012": "imagenet",
-}
 LEGEND = (
     "Cells are mean ± sample standard deviation (ddof=1) over seeds, then (n) = the number of finished "
     "seeds; (n/N) when only n of the N planned seeds finished; `± –` when n = 1 (no spread); `–` when no "
     "seed finished. Accuracies are in percent. Δ = ours − paper, in percentage points."
 )
-
-
-def load_paper_numbers(path: str = PAPER_NUMBERS) -> list[dict]:
-    """Reads the paper-numbers CSV (lines starting with '#' are comments); `value` becomes a float."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
-    if rows and set(PAPER_FIELDS) - set(rows[0]):
-        raise ValueError(f"{path} must have the columns {PAPER_FIELDS}; got {sorted(rows[0])}")
-    for row in rows:
-        row["value"] = float(row["value"])
-    return rows
-
-
-def paper_label(label: str) -> str:
-    """Normalises a label for matching: `Cross-Entropy`, `cross_entropy` and `ce` all become one key.
-
-    Numbers stay as written (so `-1` never matches `1`); other labels lose case and punctuation, then a
-    few aliases apply (our macro values -> the paper's names).
-    """
-    try:
-        float(label)
-        return label.strip()
-    except ValueError:
-        key = re.sub(r"[^a-z0-9]", "", label.lower())
-        return ALIASES.get(key, key)
 
 
 def paper_lookup(

@@ -86,6 +86,8 @@ def test_the_claims_file_holds_the_papers_claims():
         ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,high,,,,s", "'high' is not a number"),
         ("x,Table 5,lowest,eval/top1,METHOD=a,,CAP,,,,,,s", "must be one value of its axis CAP"),
         ("X,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,s", "id 'X' must be lower_case"),
+        ("x,Table 2,greater,eval/top2,METHOD=a,METHOD=b,,,,,,,s", "metric 'eval/top2' is not one a run writes"),
+        ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,s", "12 fields, expected 13"),
     ],
 )
 def test_a_malformed_claims_file_names_the_line(tmp_path, row, message):
@@ -105,6 +107,19 @@ def test_a_duplicate_id_and_a_bad_header_are_errors(tmp_path):
     path.write_text("id,source\n")
     with pytest.raises(claims.ClaimError, match="the header must be id,source,kind"):
         claims.load_claims(str(path))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty (no header and no row)"), (b"# only a comment\n", "empty (no header and no row)"),
+     (b"id,source\xff\n", "not UTF-8 text (byte offset 9)")],
+)
+def test_an_empty_or_non_utf8_claims_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "claims.csv"
+    path.write_bytes(content)
+    with pytest.raises(claims.ClaimError, match=re.escape(f"claims.csv: {message}")) as error:
+        claims.load_claims(str(path))
+    assert "\n" not in str(error.value)
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ def test_unrequested_varying_macro_splits_rows(tmp_path):
         ({"rows": 3}, "report.rows must be a list"),
         ({"paper": "tabel2"}, "report.paper must be one of"),
         ({"paper_rows": ["ce"]}, "report.paper_rows must be a dict"),
-        ({"colums": ["X"]}, "unknown report.* bindings"),
+        ({"colums": ["X"]}, "unknown binding report.colums"),
     ],
 )
 def test_invalid_spec_names_the_binding(tmp_path, spec, message):
@@ -445,3 +445,29 @@ def test_paper_labels_normalise_names_but_not_numbers():
     numbers = report_tables.load_paper_numbers()
     assert report_tables.infer_paper_row(numbers, "table2", "simclr_cifar10_resnet50") == "SimCLR"
     assert report_tables.infer_paper_row(numbers, "table5", "paper_table5") is None
+
+
+PAPER_HEADER = "table,row,column,metric,value,model,source\n"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "paper.csv: empty (no header and no row)"),
+        (b"table,row,value\n", "paper.csv: the header must be table,row,column,metric,value,model,source"),
+        (PAPER_HEADER.encode() + b"table2,SupCon,CIFAR-10,eval/top1,96.0,R50\n", "paper.csv:2: 6 fields, expected 7"),
+        (PAPER_HEADER.encode() + b"table2,SupCon,CIFAR-10,eval/top1,9b,R50,s\n", "paper.csv:2: value '9b' is not a number"),
+        (PAPER_HEADER.encode() + b"table2,SupCon,CIFAR-10,eval/top1,nan,R50,s\n", "is not a finite number"),
+        (PAPER_HEADER.encode() + b"table2,SupCon,CIFAR-10,top1,96.0,R50,s\n", "paper.csv:2: metric 'top1' is not one a run writes"),
+        (PAPER_HEADER.encode() + b",SupCon,CIFAR-10,eval/top1,96.0,R50,s\n", "paper.csv:2: empty table"),
+        (PAPER_HEADER.encode() + b"t,SupCon,C,eval/top1,1,R,s\n# note\nt,supcon,C,eval/top1,2,R,s\n",
+         "paper.csv:4: the same table, row, column and metric as line 2"),
+        (PAPER_HEADER.encode() + b"table2,Sup\xe9Con,CIFAR-10,eval/top1,96.0,R50,s\n", "paper.csv: not UTF-8 text"),
+    ],
+)
+def test_a_malformed_paper_numbers_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "paper.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        report_tables.load_paper_numbers(str(path))
+    assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
