@@ -22,8 +22,10 @@ same grid (or on the same shared file system) train each point once: a point is 
 
 A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
-Exit codes: 0 all selected points done (or held by another runner), 1 some failed, 2 bad flags,
-recipe or point (nothing was written), 130 interrupted.
+A run directory the point cannot use (an unreadable point.json or result.json, another recipe's point, an older
+version's files: supcon.workdir.run_problem) is skipped with its reason, never trained over.
+Exit codes: 0 all selected points done (or held by another runner), 1 some failed or unusable, 2 bad
+flags, environment, recipe or point (nothing was written), 130 interrupted.
 
 This module imports no TensorFlow: --help, --dry_run and flag errors are fast.
 """
@@ -34,6 +36,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -84,6 +87,9 @@ flags.DEFINE_string(
 )
 
 
+UNUSABLE = "unusable"  # a point whose run dir holds something it cannot use (see workdir.run_problem)
+
+
 class UsageError(Exception):
     """A bad flag, recipe or point: printed as one line, exit code 2, nothing written."""
 
@@ -100,6 +106,7 @@ class Plan:
     overlays: list
     gin_params: list
     sharded: bool
+    unusable: dict = dataclasses.field(default_factory=dict)  # slug -> why its run dir is not used
 
     def run_dir(self, point: grid.Point) -> str:
         return os.path.join(self.runs_root, point.slug)
@@ -138,7 +145,41 @@ def _check_dir(path: str, flag: str) -> None:
         raise UsageError(f"--{flag} {path}: {parent} is not writable")
 
 
+TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:port", "host1:port"]}, "task": {"type": "worker", "index": 0}}'
+
+
+def _check_tf_config() -> None:
+    """TF_CONFIG, when set, must describe a cluster and this host's task in it (see README: several hosts)."""
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"TF_CONFIG is not JSON ({e.msg} at column {e.colno}); expected {TF_CONFIG_EXAMPLE}") from None
+    if config == {}:
+        return
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster:
+        raise UsageError(f"TF_CONFIG needs a 'cluster' dict of task lists; expected {TF_CONFIG_EXAMPLE}")
+    for kind, hosts in cluster.items():
+        if not isinstance(hosts, list) or not hosts or not all(
+            isinstance(h, str) and re.fullmatch(r"[^\s:]+:\d+", h) for h in hosts
+        ):
+            raise UsageError(f"TF_CONFIG cluster.{kind} must be a non-empty list of 'host:port'; got {hosts!r}")
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        got = task.get("type") if isinstance(task, dict) else task
+        raise UsageError(f"TF_CONFIG task.type must be one of the cluster's {', '.join(cluster)}; got {got!r}")
+    index, hosts = task.get("index", 0), cluster[task["type"]]
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(hosts):
+        raise UsageError(
+            f"TF_CONFIG task.index must be an integer from 0 to {len(hosts) - 1} (cluster.{task['type']} "
+            f"has {len(hosts)}); got {index!r}"
+        )
+
+
 def _check_flags() -> tuple[int, int] | None:
+    _check_tf_config()
     if FLAGS.jobs < 1:
         raise UsageError(f"--jobs must be an integer >= 1, got {FLAGS.jobs}")
     if FLAGS.jobs > 1 and os.environ.get("TF_CONFIG"):
@@ -197,16 +238,17 @@ def make_plan(argv: list[str]) -> Plan:
 
 
 def _check_existing(plan: Plan) -> None:
-    """Refuses to mix a point's earlier runs with a different point or different --gin_params."""
+    """Sets aside run dirs this point cannot use (`workdir.run_problem`: unreadable files, another recipe's or
+    an older version's point) in `plan.unusable`, and refuses to mix a point's runs with other --gin_params."""
     for point in plan.points:
+        where = _rel(plan.run_dir(point))
+        problem = workdir.run_problem(plan.run_dir(point), point.id)
+        if problem:
+            plan.unusable[point.slug] = f"{problem}; move {where} away to run this point"
+            continue
         old = workdir.read_json(os.path.join(plan.run_dir(point), workdir.POINT))
         if not old:
             continue
-        where = _rel(plan.run_dir(point))
-        if old.get("id") != point.id:
-            raise UsageError(
-                f"{where} holds point {old.get('id')} {old.get('bindings')}, not {point.id} {point.bindings}"
-            )
         if old.get("gin_params", []) != plan.gin_params:
             raise UsageError(
                 f"{where} was run with --gin_param {old.get('gin_params')}, not {plan.gin_params}; "
@@ -233,9 +275,12 @@ def dry_run(plan: Plan) -> int:
     counts: dict[str, int] = {}
     for point in plan.points:
         run_dir = plan.run_dir(point)
-        status = workdir.point_status(run_dir)
+        status = UNUSABLE if point.slug in plan.unusable else workdir.point_status(run_dir)
         counts[status] = counts.get(status, 0) + 1
-        note = ""
+        note = f"  {plan.unusable[point.slug]}" if status == UNUSABLE else ""
+        _, why = workdir.read_object(os.path.join(run_dir, workdir.STATUS))
+        if why and status != UNUSABLE:
+            note += f"  ({why}; training rewrites it)"
         if status == workdir.FAILED:
             note = "  " + (workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}).get(
                 "reason", ""
@@ -326,7 +371,7 @@ def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
 @dataclasses.dataclass
 class Outcome:
     point: grid.Point
-    state: str  # trained | skipped | failed | busy | interrupted
+    state: str  # trained | skipped | failed | unusable | busy | interrupted
     detail: str = ""
 
 
@@ -380,6 +425,9 @@ class Launcher:
         run_dir = self.plan.run_dir(point)
         if self.stop.is_set():
             return Outcome(point, "interrupted", "not started")
+        if point.slug in self.plan.unusable:  # never trained over, and its result.json never overwritten
+            self.say(n, "skip", point, f" ({self.plan.unusable[point.slug]})")
+            return Outcome(point, UNUSABLE, self.plan.unusable[point.slug])
         if os.path.exists(os.path.join(run_dir, workdir.RESULT)):
             self.say(n, "skip", point, " (done)")
             return Outcome(point, "skipped", "done")
@@ -586,20 +634,22 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
     """Prints done / skipped / failed counts and the reasons; returns 1 if any point failed."""
     count = {
         s: [o for o in outcomes if o.state == s]
-        for s in ("trained", "skipped", "failed", "busy", "interrupted")
+        for s in ("trained", "skipped", "failed", UNUSABLE, "busy", "interrupted")
     }
     parts = [
         f"{len(count['trained'])} trained",
         f"{len(count['skipped'])} already done",
         f"{len(count['failed'])} failed",
     ]
-    parts += [f"{len(count[s])} {s}" for s in ("busy", "interrupted") if count[s]]
+    parts += [f"{len(count[s])} {s}" for s in (UNUSABLE, "busy", "interrupted") if count[s]]
     print(f"summary: {len(outcomes)} points in {_rel(plan.runs_root)}: " + ", ".join(parts))
     for o in count["failed"]:
         print(f"  failed {o.point.slug}: {o.detail}")
+    for o in count[UNUSABLE]:
+        print(f"  unusable {o.point.slug}: {o.detail}")
     for o in count["busy"]:
         print(f"  busy   {o.point.slug}: {o.detail}")
-    return 1 if count["failed"] else 130 if count["interrupted"] else 0
+    return 1 if count["failed"] or count[UNUSABLE] else 130 if count["interrupted"] else 0
 
 
 def make_report(plan: Plan) -> int:
@@ -632,7 +682,10 @@ def main(argv: list[str]) -> int:
         if FLAGS.dry_run:
             return dry_run(plan)
         print(describe_grid(plan), flush=True)
-        todo = [p for p in plan.points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
+        todo = [
+            p for p in plan.points
+            if p.slug not in plan.unusable and workdir.point_status(plan.run_dir(p)) != workdir.DONE
+        ]  # fmt: skip
         reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")  # a multi-host point: a process each
         if todo:
             how = "--serve (it then trains them)" if reuse else "--validate"

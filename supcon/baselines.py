@@ -127,7 +127,10 @@ def run_setting(run_dir: str, env: dict) -> Setting:
         raise NotComputed(
             f"no {workdir.CONFIG} in the run directory (the evaluation image size is unknown)"
         )
-    gin = read_gin_bindings(config)
+    try:
+        gin = read_gin_bindings(config)
+    except (OSError, ValueError) as e:  # not UTF-8, truncated, or another version's syntax
+        raise NotComputed(f"{workdir.CONFIG} is unreadable ({' '.join(str(e).split())[:200]})") from None
     method = gin.get(("", "METHOD"))
     scopes = [method] if isinstance(method, str) else []
     get = lambda name, default: _lookup(gin, name, scopes, default)  # noqa: E731
@@ -412,8 +415,11 @@ def baselines_for_runs(runs, cache_dir: str | None) -> tuple[list[Baseline], lis
     out, changed = [], False
     for key, setting in sorted(settings.items()):
         if key in cache and isinstance(cache[key], dict):
-            out.append(_from_json(setting, cache[key]))
-            continue
+            try:
+                out.append(_from_json(setting, cache[key]))
+                continue
+            except (TypeError, ValueError):  # an entry of another version: computed again
+                pass
         baseline = compute(setting)
         out.append(baseline)
         if not baseline.reason:

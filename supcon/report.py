@@ -28,6 +28,7 @@ from supcon.report_claims import claims_section
 from supcon.report_data import (
     MISSING,
     SEED,
+    SKIPPED,
     Run,
     choose_layout,
     independent_macros,
@@ -48,20 +49,34 @@ from supcon.report_tables import (
 )
 
 README = "README.md"
-STATE_ORDER = (workdir.FAILED, "partial", "new", "absent")
+STATE_ORDER = (workdir.FAILED, "partial", "new", "absent", SKIPPED)
 
 
 def _point_label(run: Run, macros: list[str]) -> str:
     return ", ".join(f"{m}={value_label(run.values.get(m))}" for m in macros) or "all"
 
 
+def _usable(runs: list[Run]) -> list[Run]:
+    """The runs of this grid: all but skipped run directories whose point.json is not this recipe's."""
+    return [r for r in runs if r.state != SKIPPED or r.values]
+
+
+def _notes_lines(runs: list[Run]) -> list[str]:
+    """Problems with files a run's numbers do not need (status.json, env.json, metrics.jsonl lines)."""
+    noted = [r for r in runs if r.notes]
+    if not noted:
+        return []
+    lines = ["Unreadable files and lines (the rest of each run directory is used):", ""]
+    return lines + [f"- `{r.slug}`: {'; '.join(r.notes)}" for r in noted] + [""]
+
+
 def problems_section(runs: list[Run]) -> list[str]:
-    """Failed and missing points with their state, step and reason; never silently dropped."""
+    """Failed, missing and skipped points with their state, step and reason; never silently dropped."""
     lines = ["## Failed and missing points", ""]
     bad = [r for r in runs if r.state != workdir.DONE]
     if not bad:
-        return lines + ["None: every planned point finished.", ""]
-    macros = independent_macros(runs, varying_macros(runs))
+        return lines + ["None: every planned point finished.", ""] + _notes_lines(runs)
+    macros = independent_macros(_usable(runs), varying_macros(_usable(runs)))
     bad.sort(
         key=lambda r: (
             STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 9,
@@ -80,12 +95,13 @@ def problems_section(runs: list[Run]) -> list[str]:
         ]
         for r in bad
     ]
-    return lines + [markdown_table(["point", SEED, "state", "step", "reason", "run dir"], rows), ""]
+    table = markdown_table(["point", SEED, "state", "step", "reason", "run dir"], rows)
+    return lines + [table, ""] + _notes_lines(runs)
 
 
 def runs_appendix(runs: list[Run], metrics: list[str]) -> list[str]:
     """Every run directory with its values, state, metrics, steps, train time and git SHA."""
-    macros = varying_macros(runs) + [SEED]
+    macros = varying_macros(_usable(runs)) + [SEED]
     rows = []
     for run in sorted((r for r in runs if r.path), key=lambda r: r.slug):
         cells = [
@@ -191,12 +207,13 @@ def load_checked(runs_dir: str) -> tuple[list[Run], dict, list[dict]]:
 
 def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
     """Reads the runs under `runs_dir`, writes the PNGs into `out` and returns the README markdown."""
-    runs, spec, numbers = load_checked(runs_dir)
+    every, spec, numbers = load_checked(runs_dir)
+    runs = _usable(every)  # skipped run directories appear only in the problems and the appendix
     rows, columns, extra = choose_layout(runs, spec)
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
     pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
-    lines = header(runs, spec) + claims_section(runs, spec, rows + columns, pixel_line)
+    lines = header(every, spec) + claims_section(runs, spec, rows + columns, pixel_line)
     lines += ["## Results", "", table, "", LEGEND, ""]
     if extra:
         lines += [
@@ -216,7 +233,7 @@ def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
         if plots
         else ["## Plots", "", "Not drawn (--no_plots).", ""]
     )
-    lines += problems_section(runs) + runs_appendix(runs, metrics)
+    lines += problems_section(every) + runs_appendix(every, metrics)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -264,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         path = write_report(args.runs_dir, out, plots=not args.no_plots)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. --out names a file, or a folder that cannot be written
+        print(f"error: cannot write the report to {out}: {err.strerror or err}", file=sys.stderr)
         return 2
     print(path)
     return 0

@@ -15,6 +15,7 @@ from supcon import workdir
 
 SEED = "SEED"
 ABSENT = "absent"  # a planned point with no run directory at all
+SKIPPED = "skipped"  # a run directory the report cannot use (unreadable files, another recipe, an older version)
 MISSING = "–"  # shown for a value, metric or spread that does not exist
 DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
 
@@ -27,12 +28,16 @@ class Run:
       slug: the run directory's name.
       path: the run directory, or None for an absent point.
       values: the point's macro values (`point.json` "values"), SEED included.
-      state: `done`, `failed`, `partial` (running or interrupted), `new` (never started) or `absent`.
+      state: `done`, `failed`, `partial` (running or interrupted), `new` (never started), `absent`, or
+        `skipped` (the directory cannot be used, see `workdir.run_problem`: with empty values when its
+        point.json is unreadable, another recipe's or another version's, kept out of every table; with its
+        values when only its result.json is bad, a planned point without a result).
       step: the last step recorded in `status.json` (0 when unknown).
-      reason: why the run failed or is missing.
+      reason: why the run failed, is missing or was skipped.
       result: `result.json` (empty unless done).
-      env: `env.json` (empty when not written yet).
+      env: `env.json` (empty when not written yet or unreadable).
       point: the whole `point.json`.
+      notes: problems with files the report can do without (status.json, env.json, metrics.jsonl lines).
     """
 
     slug: str
@@ -44,6 +49,7 @@ class Run:
     result: dict = dataclasses.field(default_factory=dict)
     env: dict = dataclasses.field(default_factory=dict)
     point: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
 
     def metric(self, name: str) -> float | None:
         """Returns a finite metric from result.json, or None."""
@@ -77,30 +83,54 @@ def sort_key(value: Any) -> tuple:
     return (2, 0.0, value_label(value))
 
 
-def _read_run(path: str, slug: str) -> Run:
-    """Builds a Run from one directory that holds a point.json."""
-    point = workdir.read_json(os.path.join(path, workdir.POINT))
-    if not isinstance(point, dict):
-        return Run(slug, path, {}, workdir.FAILED, reason="point.json is unreadable")
-    values = point.get("values")
-    if not isinstance(values, dict):
-        values = dict(point.get("bindings") or {})
+def _notes(path: str) -> tuple[dict, dict, list[str]]:
+    """status.json and env.json (empty when unreadable) and what is wrong with them and metrics.jsonl."""
+    status, why_status = workdir.read_object(os.path.join(path, workdir.STATUS))
+    env, why_env = workdir.read_object(os.path.join(path, workdir.ENV))
+    notes = [why for why in (why_status, why_env) if why]
+    _, bad = workdir.read_jsonl_checked(os.path.join(path, workdir.METRICS))
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        notes.append(f"{workdir.METRICS}: {len(bad)} line(s) not a JSON object, skipped (line {shown})")
+    return status or {}, env or {}, notes
+
+
+def _read_run(path: str, slug: str, stem: str | None) -> Run:
+    """Builds a Run from one directory that holds a point.json; `stem`: the recipe of this folder's runs."""
+    point, why = workdir.read_object(os.path.join(path, workdir.POINT))
+    problem = workdir.run_problem(path)
+    if not why and point is not None and stem is not None and point.get("recipe_stem") != stem:
+        problem = f"left by recipe {point.get('recipe_stem')!r}; the other runs here are {stem!r}'s"
+    if problem:
+        # Values are kept only when point.json is this recipe's (a bad result.json): the point stays planned.
+        readable = not why and point is not None and not problem.startswith((workdir.POINT, "left by"))
+        values = point["values"] if readable else {}
+        return Run(slug, path, values, SKIPPED, reason=f"{problem} (not used)", point=point if readable else {})
     state = workdir.point_status(path)
-    status = workdir.read_json(os.path.join(path, workdir.STATUS), {}) or {}
-    result = (
-        workdir.read_json(os.path.join(path, workdir.RESULT), {}) if state == workdir.DONE else {}
-    )
-    env = workdir.read_json(os.path.join(path, workdir.ENV), {}) or {}
+    status, env, notes = _notes(path)
+    result = workdir.read_json(os.path.join(path, workdir.RESULT), {}) if state == workdir.DONE else {}
     reason = str(status.get("reason") or "")
     if state == "partial":
         reason = f"no result.json: {status.get('state', 'started')}" + (
             f" ({reason})" if reason else ""
         )
+        if not status and notes and notes[0].startswith(workdir.STATUS):
+            reason = f"no result.json; {notes[0]}"
     elif state == "new":
         reason = "not started (point.json only)"
-    return Run(
-        slug, path, values, state, int(status.get("step") or 0), reason, result or {}, env, point
-    )
+    step = status.get("step")
+    step = int(step) if isinstance(step, int | float) and not isinstance(step, bool) else 0
+    return Run(slug, path, point["values"], state, step, reason, result, env, point, notes)
+
+
+def _folder_stem(runs_dir: str, slugs: list[str]) -> str | None:
+    """The recipe whose runs this folder holds: the folder's name if a run says so, else the most common."""
+    stems = [(workdir.read_json(os.path.join(runs_dir, s, workdir.POINT), {}) or {}) for s in slugs]
+    stems = [p.get("recipe_stem") for p in stems if isinstance(p, dict) and p.get("recipe_stem")]
+    if not stems:
+        return None
+    name = os.path.basename(os.path.normpath(runs_dir))
+    return name if name in stems else max(sorted(set(stems)), key=stems.count)
 
 
 def load_runs(runs_dir: str) -> list[Run]:
@@ -110,23 +140,24 @@ def load_runs(runs_dir: str) -> list[Run]:
       runs_dir: the folder of one recipe's run directories.
 
     Returns:
-      The runs found, plus absent points inferred from the SEED axis (see `infer_absent`).
+      The runs found (those the report cannot use as `skipped`, with the reason), plus absent points inferred
+      from the SEED axis (see `infer_absent`).
 
     Raises:
       ValueError: if `runs_dir` is not a directory or holds no run directory.
     """
     if not os.path.isdir(runs_dir):
         raise ValueError(f"runs_dir {runs_dir!r} is not a directory")
-    runs = []
-    for slug in sorted(os.listdir(runs_dir)):
-        path = os.path.join(runs_dir, slug)
-        if os.path.isfile(os.path.join(path, workdir.POINT)):
-            runs.append(_read_run(path, slug))
-    if not runs:
+    slugs = [
+        s for s in sorted(os.listdir(runs_dir)) if os.path.isfile(os.path.join(runs_dir, s, workdir.POINT))
+    ]
+    if not slugs:
         raise ValueError(
             f"runs_dir {runs_dir!r} holds no run directory (no <slug>/{workdir.POINT})"
         )
-    return runs + infer_absent(runs)
+    stem = _folder_stem(runs_dir, slugs)
+    runs = [_read_run(os.path.join(runs_dir, slug), slug, stem) for slug in slugs]
+    return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values])
 
 
 def group_key(values: dict, exclude: tuple[str, ...] = (SEED,)) -> tuple:

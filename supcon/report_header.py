@@ -8,7 +8,7 @@ package versions, the count of points done/failed/missing and the training wall 
 from __future__ import annotations
 
 from supcon import workdir
-from supcon.report_data import MISSING, Run, value_label
+from supcon.report_data import MISSING, SKIPPED, Run, value_label
 from supcon.report_tables import markdown_table, paper_label
 
 DATASET_NAMES = {
@@ -91,12 +91,18 @@ def scale_sentence(scale: dict[str, list[str]]) -> str:
 
 def provenance(runs: list[Run]) -> list[str]:
     """Lines on points done/failed/missing, train wall time, git SHAs and package versions."""
-    count = {s: sum(r.state == s for r in runs) for s in (workdir.DONE, workdir.FAILED)}
-    missing = len(runs) - count[workdir.DONE] - count[workdir.FAILED]
+    count = {s: sum(r.state == s for r in runs) for s in (workdir.DONE, workdir.FAILED, SKIPPED)}
+    planned = len(runs) - sum(r.state == SKIPPED and not r.values for r in runs)  # foreign dirs: not planned
+    missing = planned - count[workdir.DONE] - count[workdir.FAILED]
     seconds = [r.metric("train_seconds") or 0.0 for r in runs if r.state == workdir.DONE]
+    skipped = (
+        f" {count[SKIPPED]} run director{'y' if count[SKIPPED] == 1 else 'ies'} skipped (unreadable, or "
+        "another recipe's or version's; listed below)."
+        if count[SKIPPED] else ""
+    )
     lines = [
-        f"- **Points:** {len(runs)} planned: {count[workdir.DONE]} done, "
-        f"{count[workdir.FAILED]} failed, {missing} missing or unfinished."
+        f"- **Points:** {planned} planned: {count[workdir.DONE]} done, "
+        f"{count[workdir.FAILED]} failed, {missing} missing or unfinished.{skipped}"
     ]
     if seconds:
         lines.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -124,6 +125,9 @@ def _curve_series(runs: list[Run], groups: list[str]) -> dict:
     for run in runs:
         series: dict[str, tuple[list, list]] = {}
         for rec in _records(run):
+            step = rec.get("step", 0)
+            if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step):
+                continue  # a record of another version, or hand-edited: not plotted
             if rec.get("kind") == "train" and isinstance(rec.get("loss"), int | float):
                 key, value = f"{rec.get('stage', 'train')} loss", rec["loss"]
             elif rec.get("kind") == "eval" and isinstance(rec.get("eval/top1"), int | float):
@@ -131,7 +135,7 @@ def _curve_series(runs: list[Run], groups: list[str]) -> dict:
             else:
                 continue
             steps, values = series.setdefault(key, ([], []))
-            steps.append(int(rec.get("step", 0)))
+            steps.append(int(step))
             values.append(float(value))
         for key, sv in series.items():
             panels.setdefault(key, {}).setdefault(label_of(run, groups), []).append(sv)
@@ -233,7 +237,7 @@ def embedding_plot(chosen: list[tuple[str, Run]], metric: str, path: str) -> lis
                 keep = np.sort(np.random.default_rng(0).choice(len(emb), MAX_POINTS, replace=False))
                 emb, lab = emb[keep], lab[keep]
             xy = pca_2d(emb)  # [N, 2]
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
             problems.append(f"{run.slug}: embeddings unreadable ({type(err).__name__}: {err})")
             ax.text(0.5, 0.5, "embeddings unreadable", ha="center", transform=ax.transAxes)
             continue

@@ -111,10 +111,34 @@ def write_json_atomic(path: str, obj: Any) -> None:
 def read_json(path: str, default: Any = None) -> Any:
     """Returns the JSON content of `path`, or `default` when it is missing or unreadable."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: not JSON (truncated) or not UTF-8
         return default
+
+
+def read_object(path: str) -> tuple[dict | None, str]:
+    """A run file that must hold a JSON object: (content, '') when it does, (None, '') when it is missing,
+    (None, why) when it is unreadable, e.g. 'result.json is not JSON (truncated?): Expecting ...'."""
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None, ""
+    except UnicodeDecodeError:
+        return None, f"{name} is not UTF-8 text"
+    except OSError as e:
+        return None, f"{name} cannot be read: {e.strerror or e}"
+    if not text.strip():
+        return None, f"{name} is empty (truncated?)"
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"{name} is not JSON (truncated?): {e.msg} (line {e.lineno} column {e.colno})"
+    if not isinstance(content, dict):
+        return None, f"{name} holds a {type(content).__name__}, not a JSON object"
+    return content, ""
 
 
 def append_jsonl(path: str, record: dict) -> None:
@@ -125,18 +149,61 @@ def append_jsonl(path: str, record: dict) -> None:
 
 
 def read_jsonl(path: str) -> Iterator[dict]:
-    """Yields the JSON objects of a `.jsonl` file, skipping a truncated last line."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
+    """Yields the JSON objects of a `.jsonl` file, skipping lines that are not one (a truncated last line)."""
+    yield from read_jsonl_checked(path)[0]
+
+
+def read_jsonl_checked(path: str) -> tuple[list[dict], list[int]]:
+    """The JSON objects of a `.jsonl` file and the numbers of the lines that are not one (truncated, not
+    JSON, not UTF-8, or JSON but not an object); ([], []) when the file is missing or unreadable."""
+    records, bad = [], []
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return [], []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad.append(number)
+    return records, bad
+
+
+def run_problem(run_dir: str, point_id: str | None = None) -> str:
+    """Why a run directory cannot be resumed or reported as it is, or '' when it can.
+
+    A problem is a point.json that is unreadable, from an older version of the runner (no id or values) or of
+    another point (`point_id` given and different: another recipe, or ids of an older version), or a
+    result.json that is unreadable or has no eval/top1. Neither the runner nor the reporter uses such a
+    directory, and the runner never overwrites its result.json.
+    A missing point.json or result.json is no problem (a new or unfinished point).
+    """
+    point, why = read_object(os.path.join(run_dir, POINT))
+    if why:
+        return why
+    if point is not None:
+        needed = ("recipe_stem", "values") + (("id",) if point_id is not None else ())
+        lacking = [k for k in needed if k not in point]
+        if lacking or not isinstance(point.get("values"), dict):
+            return f"{POINT} is from an older version of the runner (no {', '.join(lacking) or 'values dict'})"
+        if point_id is not None and point["id"] != point_id:
+            return (
+                f"holds point {point['id']} of recipe {point.get('recipe', point['recipe_stem'])} "
+                f"{point.get('bindings', point['values'])}, not this one"
+            )
+    result, why = read_object(os.path.join(run_dir, RESULT))
+    if why:
+        return why
+    if result is not None and "eval/top1" not in result:  # the one metric every version has written
+        return f"{RESULT} has no eval/top1 (written by an older version?)"
+    return ""
 
 
 def write_status(run_dir: str, state: str, step: int = 0, reason: str = "") -> None:
@@ -153,10 +220,10 @@ def point_status(run_dir: str) -> str:
     """Classifies a run directory: `done`, `failed`, `partial` (has a checkpoint or started) or `new`."""
     if os.path.exists(os.path.join(run_dir, RESULT)):
         return DONE
-    status = read_json(os.path.join(run_dir, STATUS), {}) or {}
-    if status.get("state") == FAILED:
+    status = read_json(os.path.join(run_dir, STATUS), {})
+    if isinstance(status, dict) and status.get("state") == FAILED:
         return FAILED
     ckpt = os.path.join(run_dir, CKPT_DIR)
-    if (os.path.isdir(ckpt) and os.listdir(ckpt)) or status:
-        return "partial"
+    if (os.path.isdir(ckpt) and os.listdir(ckpt)) or os.path.exists(os.path.join(run_dir, STATUS)):
+        return "partial"  # started (a status.json, even an unreadable one, or a checkpoint)
     return "new"

@@ -471,3 +471,65 @@ def test_a_malformed_paper_numbers_file_is_one_line(tmp_path, content, message):
     with pytest.raises(ValueError) as info:
         report_tables.load_paper_numbers(str(path))
     assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_unusable_run_dirs_are_skipped_with_their_reason(demo_runs, tmp_path):
+    """Truncated or foreign files never crash the report: such a run directory is skipped and listed, files it
+    can do without are noted, and every other run is reported as before."""
+    done = os.path.join(demo_runs, "point-loss_ce_methodce_seed0")
+    with open(os.path.join(done, workdir.RESULT), "w") as f:
+        f.write('{"eval/top1": 0.8')  # truncated
+    foreign = make_run(demo_runs, {"METHOD": "other", "SEED": 0}, stem="another_recipe")
+    older = make_run(demo_runs, {"METHOD": "old", "SEED": 0})
+    point = os.path.join(older, workdir.POINT)
+    workdir.write_json_atomic(point, {k: v for k, v in read_json(point).items() if k != "values"})
+    garbled = make_run(demo_runs, {"METHOD": "garbled", "SEED": 0})
+    with open(os.path.join(garbled, workdir.POINT), "wb") as f:
+        f.write(b"\xff\xfe")
+    failed = os.path.join(demo_runs, "point-loss_supcon_contrastive_methodsupcon_seed2")
+    with open(os.path.join(failed, workdir.STATUS), "w") as f:
+        f.write('{"state": "fai')
+    noisy = os.path.join(demo_runs, "point-loss_ce_methodce_seed1")
+    with open(os.path.join(noisy, workdir.METRICS), "a") as f:
+        f.write('[1, 2]\n"text"\n{"kind": "train", "step": "x", "loss": 1.0}\n{"kind": "tra')
+    with open(os.path.join(noisy, workdir.ENV), "w") as f:
+        f.write("[]")
+    best_ce = os.path.join(demo_runs, "point-loss_ce_methodce_seed2")  # drawn in the embeddings plot
+    with open(os.path.join(best_ce, workdir.EMBEDDINGS), "wb") as f:
+        f.write(b"PK\x03\x04 truncated")
+    with open(os.path.join(best_ce, workdir.CONFIG), "wb") as f:
+        f.write(b"x = \xff\n")
+
+    text = open(report.write_report(demo_runs, str(tmp_path / "out"))).read()
+    problems = text.split("## Failed and missing points")[1].split("## All runs")[0]
+    skipped = {line.split("|")[-2].strip(" `"): line for line in problems.splitlines() if "| skipped |" in line}
+    assert "result.json is not JSON (truncated?): Expecting ',' delimiter" in skipped[os.path.basename(done)]
+    assert "left by recipe 'another_recipe'; the other runs here are 'table2_demo''s (not used)" in (
+        skipped[os.path.basename(foreign)])
+    assert "point.json is from an older version of the runner (no values)" in skipped[os.path.basename(older)]
+    assert "point.json is not UTF-8 text" in skipped[os.path.basename(garbled)]
+    assert "12 planned: 7 done, 0 failed, 5 missing or unfinished. 4 run directories skipped" in text
+    assert "| ce | 81.50 ± 0.71 (2/3) |" in text  # the truncated seed is out of the numbers, not a crash
+    assert "other" not in text.split("## Results")[1].split("## Failed")[0]  # nor the foreign run's values
+    # 3 bad lines (an array, a string, a truncated last line); the record with "step": "x" is an object: the
+    # reader keeps it and the curves skip it
+    assert (
+        "- `point-loss_ce_methodce_seed1`: env.json holds a list, not a JSON object; metrics.jsonl: 3 line(s) "
+        "not a JSON object, skipped (line 11, 12, 14)" in problems
+    )
+    assert "| METHOD=supcon | 2 | partial | 0 | no result.json; status.json is not JSON (truncated?): " in problems
+    assert "- problem: point-loss_ce_methodce_seed2: embeddings unreadable (BadZipFile" in text
+    assert (tmp_path / "out" / "curves.png").exists()
+    assert "config.gin is unreadable" in text  # the pixel baselines say why they have no setting for it
+
+
+def read_json(path):
+    return workdir.read_json(path)
+
+
+def test_report_cli_write_errors_are_one_line(demo_runs, tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("")
+    assert report.main([demo_runs, "--out", str(target), "--no_plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the report to") and err.count("\n") == 1

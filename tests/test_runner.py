@@ -94,6 +94,22 @@ BAD_FLAGS = [
     (["{grid}", "--no_such_flag"], "no_such_flag"),
     ([], "expected one recipe"),
     (["{bad_grid}"], "bad.gin:2: grid.axes key 'seed'"),
+    # recipe files: encoding, empty, include cycle, missing include
+    (["latin1.gin"], "latin1.gin:2: not UTF-8 text (byte 0xe9 at offset 17); save it as UTF-8"),
+    (["empty.gin"], "empty.gin: the recipe is empty (no include and no binding): an unsaved or truncated"),
+    (["cycle.gin"], "cycle.gin:1: include 'cycle.gin' closes an include cycle: cycle.gin -> cycle.gin"),
+    (["noinclude.gin"], "noinclude.gin:1: include 'base/nowhere.gin' not found"),
+    # bindings and overrides nothing reads, with the nearest name
+    (["{grid}", "--gin_param", "TEMPERATUR=0.2"],
+     "--gin_param 'TEMPERATUR=0.2': nothing reads the macro TEMPERATUR (no binding refers to %TEMPERATUR); "
+     "did you mean TEMPERATURE?"),
+    (["{grid}", "--gin_param", "train.seed = %SEDE"], "train.seed refers to %SEDE, which nothing binds"),
+    (["{grid}", "--gin_param", "supcn/train.seed = 1"], "nothing enters the scope supcn/"),
+    # grid and report settings
+    (["{grid}", "--gin_param", "report.rows = ['METHD']"], "report.rows names METHD, which no grid point sets"),
+    (["{grid}", "--gin_param", "report.metrics = ['top1']"], "report.metrics names top1, which no run writes"),
+    (["{grid}", "--gin_param", "grid.axes = {{'SEED': []}}"], "grid.axes['SEED'] must be a non-empty list"),
+    (["{grid}", "--gin_param", "grid.axes = {{'SEED': [0, 0]}}"], "duplicate grid point"),
 ]
 
 
@@ -103,6 +119,10 @@ def test_bad_flags_give_one_line_and_write_nothing(tmp_path, args, message):
     (tmp_path / "notes.txt").write_text("not gin\n")
     (tmp_path / "afile").write_text("")
     (tmp_path / "bad.gin").write_text("# bad\ngrid.axes = {'seed': [0]}\n")
+    (tmp_path / "latin1.gin").write_bytes(b"# recipe\nX = 'caf\xe9'\n")
+    (tmp_path / "empty.gin").write_bytes(b"")
+    (tmp_path / "cycle.gin").write_text("include 'cycle.gin'\n")
+    (tmp_path / "noinclude.gin").write_text("include 'base/nowhere.gin'\n")
     names = {"grid": fixture("grid.gin"), "bad_grid": str(tmp_path / "bad.gin")}
     args = [a.format(**names) for a in args]
     before = tree(tmp_path)
@@ -116,6 +136,30 @@ def test_bad_flags_give_one_line_and_write_nothing(tmp_path, args, message):
     assert lines[0].startswith("runner.py: error:") and message in lines[0], lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ("{'cluster': 1}", "TF_CONFIG is not JSON (Expecting property name enclosed in double quotes at column 2)"),
+        ('{"task": {"type": "worker", "index": 0}}', "TF_CONFIG needs a 'cluster' dict"),
+        ('{"cluster": {"worker": ["host0"]}, "task": {"type": "worker", "index": 0}}',
+         "TF_CONFIG cluster.worker must be a non-empty list of 'host:port'; got ['host0']"),
+        ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}',
+         "TF_CONFIG task.type must be one of the cluster's worker; got 'chief'"),
+        ('{"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker", "index": 2}}',
+         "TF_CONFIG task.index must be an integer from 0 to 1 (cluster.worker has 2); got 2"),
+    ],
+)
+def test_malformed_tf_config_is_one_line_and_writes_nothing(tmp_path, tf_config, message):
+    proc = subprocess.run(
+        runner_cmd(tmp_path, fixture("single.gin")), cwd=tmp_path, capture_output=True, text=True,
+        env=dict(env_for(tmp_path), TF_CONFIG=tf_config),
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runner.py: error: TF_CONFIG") and message in lines[0], lines
+    assert not (tmp_path / "runs").exists()
 
 
 def test_invalid_point_stops_everything_before_writing(tmp_path):
@@ -428,3 +472,47 @@ def test_report_is_written_after_the_grid(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "report: reports/grid/README.md" in proc.stdout
     assert (tmp_path / "reports" / "grid" / "README.md").exists()
+
+
+def test_unusable_run_dirs_are_skipped_with_their_reason_and_never_overwritten(tmp_path):
+    """A truncated result.json, a point.json that is not JSON, another point's run dir: the runner trains the
+    other points, lists these with their reason, exits 1 and leaves their files as they were."""
+    root = tmp_path / "runs" / "axes"
+    truncated = root / "temperature-0.05_seed-0"
+    truncated.mkdir(parents=True)
+    (truncated / workdir.RESULT).write_text('{"eval/top1": 0.5, "st')
+    garbled = root / "temperature-0.05_seed-1"
+    garbled.mkdir()
+    (garbled / workdir.POINT).write_text("not json\n")
+    other = root / "temperature-0.1_seed-0"
+    workdir.write_json_atomic(str(other / workdir.POINT), {
+        "id": "0badc0de", "recipe": "recipes/other.gin", "recipe_stem": "axes", "values": {"X": 1},
+        "bindings": {"X": "1"},
+    })  # fmt: skip
+    old_version = root / "temperature-0.1_seed-1"
+    workdir.write_json_atomic(str(old_version / workdir.POINT), {"recipe": "axes", "bindings": {}})
+    status_only = root / "temperature-0.5_seed-0"
+    status_only.mkdir()
+    (status_only / workdir.STATUS).write_text('{"state": "runn')
+    before = {p: (p / f).read_bytes() for p in (truncated, garbled, other, old_version) for f in os.listdir(p)}
+
+    dry = run(tmp_path, fixture("axes.gin"), "--dry_run")
+    assert dry.returncode == 0 and "status: 1 new, 1 partial, 4 unusable" in dry.stdout, dry.stdout
+    assert "result.json is not JSON (truncated?)" in dry.stdout
+    assert "(status.json is not JSON (truncated?)" in dry.stdout and "training rewrites it)" in dry.stdout
+
+    proc = run(tmp_path, fixture("axes.gin"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 trained, 0 already done, 0 failed, 4 unusable" in proc.stdout
+    assert sorted(trained(tmp_path)) == ["temperature-0.5_seed-0", "temperature-0.5_seed-1"]
+    lines = {line.split()[1].rstrip(":"): line for line in proc.stdout.splitlines() if line.startswith("  unusable")}
+    assert "result.json is not JSON (truncated?): Unterminated string starting at (line 1 column 20)" in lines["temperature-0.05_seed-0"]
+    assert "point.json is not JSON (truncated?)" in lines["temperature-0.05_seed-1"]
+    assert "holds point 0badc0de of recipe recipes/other.gin {'X': '1'}, not this one" in (
+        lines["temperature-0.1_seed-0"])
+    assert "point.json is from an older version of the runner (no recipe_stem, values, id)" in (
+        lines["temperature-0.1_seed-1"])
+    assert all("move runs/axes/temperature-" in line and "away to run this point" in line for line in lines.values())
+    after = {p: (p / f).read_bytes() for p in (truncated, garbled, other, old_version) for f in os.listdir(p)}
+    assert after == before  # nothing written into them, no claim left behind
+    assert workdir.point_status(str(status_only)) == "done"  # a truncated status.json is not a result
