@@ -95,7 +95,13 @@ def one_line(error: BaseException) -> str:
 
 
 def parse(gin_files: list[str], gin_params: list[str]) -> None:
-    """Parses gin files and bindings strictly (unknown configurables or parameters are errors)."""
+    """Parses gin files and bindings strictly (unknown configurables or parameters are errors).
+
+    First the runner's checks on the text (`supcon.grid.load_recipe`: the first file is the recipe, later ones
+    are overlays such as a point's bindings and smoke.gin, then the bindings): so a run started by hand fails on a
+    non-UTF-8 file, an include cycle, a bad grid or report setting or a binding nothing reads just as the runner
+    does. Then gin's own parse, whose unknown-name errors get the nearest registered name.
+    """
     import gin
     from gin import config
 

@@ -122,7 +122,14 @@ class Worker:
         if not line:
             self.proc.wait()
             return None
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except json.JSONDecodeError:
+            reply = None
+        if not isinstance(reply, dict):  # not the protocol: the process is stopped, as one that died
+            self.terminate()
+            self.proc.wait()
+            return None
         if request.get("op") == "train" and "code" in reply:
             self.points += 1
         return reply

@@ -71,3 +71,49 @@ def test_smoke_run_of_an_imagenet_recipe_end_to_end(tmp_path):
     assert (tmp_path / "reports" / "smoke" / "supcon_imagenet_resnet50" / "README.md").is_file()
     again = subprocess.run(cmd + ["--noreport"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "1 already done" in again.stdout, again.stdout[-2000:]
+
+
+def test_the_trainer_names_a_typo_and_its_nearest_name(tmp_path):
+    """`python -m supcon.main --validate` (as the runner calls it, and as a run by hand parses): a misspelt
+    macro, configurable, parameter or scope, and a file that is not UTF-8, are one-line errors."""
+    tiny = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
+    latin1 = tmp_path / "latin1.gin"
+    latin1.write_bytes(b"include '" + tiny.encode() + b"'\ntrain_and_evaluate.dataset = 'caf\xe9'\n")
+    cases = {
+        "macro": ([tiny], ["TEMPERATUR = 0.2"],
+                  "--gin_param 'TEMPERATUR = 0.2': nothing reads the macro TEMPERATUR (no binding refers to "
+                  "%TEMPERATUR); did you mean TEMPERATURE?"),
+        "parameter": ([tiny], ["contrastive.temperatur = 0.2"],
+                      "Configurable 'contrastive' doesn't have a parameter named 'temperatur'; did you mean "
+                      "temperature?"),
+        "configurable": ([tiny], ["contrastiv.temperature = 0.2"],
+                         "No configurable matching 'contrastiv'; did you mean contrastive?"),
+        "scope": ([tiny], ["supcn/contrastive.temperature = 0.2"], "nothing enters the scope supcn/"),
+        "encoding": ([str(latin1)], [], "latin1.gin:2: not UTF-8 text (byte 0xe9"),
+        "valid": ([tiny], ["TEMPERATURE = 0.2"], None),
+    }
+    spec = [{"name": k, "gin_files": f, "gin_params": p} for k, (f, p, _) in cases.items()]
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [sys.executable, "-m", "supcon.main", "--validate", str(tmp_path / "spec.json")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    errors = {r["name"]: r["error"] for r in map(json.loads, proc.stdout.splitlines())}
+    assert errors["valid"] is None and proc.returncode == 1
+    for name, (_, _, message) in cases.items():
+        if message:
+            assert message in errors[name] and "\n" not in errors[name], (name, errors[name])
+
+
+def test_a_missing_dataset_says_what_to_do_without_gins_noise(tmp_path):
+    tiny = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
+    cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(tmp_path / "run"), "--gin_file", tiny,
+           "--gin_param", "train_and_evaluate.dataset = 'mnist'",
+           "--gin_param", f"train_and_evaluate.data_dir = '{tmp_path / 'nowhere'}'"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("FAILED: FileNotFoundError: dataset 'mnist' is not available offline")
+    assert last.endswith("pass data_dir=DATA_DIR") and "In call to configurable" not in last, last
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["reason"] == last.removeprefix("FAILED: ")
