@@ -15,12 +15,14 @@ What "read" means, per kind of binding:
 * A scoped binding `a/b/configurable.param = value` is read only inside the scopes a and b. A scope is entered
   by evaluating a reference written in that scope (`@pretrain/stage()`) or, for the root, by METHOD.
 
-Two levels, because a protocol file may bind holes for methods a given grid does not run:
+Three checks, the last one per grid, because a protocol file may bind holes for methods a grid does not run:
 
-1. Everywhere but in overlays (the smoke overlay and a point's own bindings are generic): a macro that nothing
-   refers to at all, a reference to a macro that is never bound, a scope that no reference and no METHOD value
-   names.
-2. For the recipe file itself and the --gin_param overrides (what the user wrote for this grid): a macro or a
+1. A reference to a macro that nothing binds (in any file); and, everywhere but in overlays (the smoke overlay
+   and a point's own bindings are generic): a macro that nothing refers to at all, a scope that no reference
+   and no METHOD value names.
+2. When the recipe binds the root per method (scoped bindings whose scope is a METHOD value), a point whose
+   METHOD names no such scope (`METHOD = 'supcom'`).
+3. For the recipe file itself and the --gin_param overrides (what the user wrote for this grid): a macro or a
    scoped binding that no point of the grid reads. A point's live scopes start from its METHOD and grow with the
    references of every binding whose scopes are all live, and of every macro it reads, until nothing changes;
    unscoped bindings always count as live. This over-approximates what gin reads (it ignores which binding of
@@ -112,7 +114,7 @@ def _check_references(recipe: Recipe) -> None:
 
 
 def _check_static(recipe: Recipe, points: Sequence[dict]) -> None:
-    """Level 1: a macro no binding refers to, a scope nothing enters (overlays exempt)."""
+    """Check 1: a macro no binding refers to, a scope nothing enters (overlays exempt)."""
     uses = _uses(recipe)
     read = uses | set(recipe.keys) | set(RUNTIME_MACROS)
     checked = [b for b in recipe.bindings if b.origin != OVERLAY]
@@ -155,8 +157,27 @@ def reach(recipe: Recipe, values: dict) -> tuple[set[str], set[str]]:
             return scopes, read
 
 
+def _check_methods(recipe: Recipe, points: Sequence[dict]) -> None:
+    """When the recipe binds the root per method (scoped bindings named by a METHOD value), every point's METHOD
+    must name such a scope (supcon.main refuses one that does not; caught here, before the TF start)."""
+    scoped = {part for b in recipe.bindings if _configurable(b) for part in b.scope.split("/") if part}
+    if not scoped & _method_values(recipe, points):
+        return  # METHOD is only a label here
+    for values in points:
+        method = {**recipe.macros, **values}.get("METHOD")
+        if isinstance(method, str) and method not in scoped:
+            if "METHOD" in values:  # from the grid
+                where = recipe.where.get("grid.axes" if "METHOD" in recipe.axes else "grid.points", recipe.path)
+            else:  # the last binding of METHOD
+                where = [b.where for b in recipe.bindings if b.is_macro and b.selector == "METHOD"][-1]
+            raise GridError(
+                f"{where}: METHOD = {method!r} names no method: nothing is bound in the scope {method}/"
+                + nearest(method, sorted(scoped & _method_values(recipe, points)))
+            )
+
+
 def _check_grid_reads(recipe: Recipe, points: Sequence[dict]) -> None:
-    """Level 2: a binding of the recipe file or an override that no point of the grid reads."""
+    """Check 3: a binding of the recipe file or an override that no point of the grid reads."""
     reached = [reach(recipe, values) for values in points]
     live_scopes = [scopes for scopes, _ in reached]
     read = set(recipe.keys).union(*(r for _, r in reached))
@@ -193,6 +214,7 @@ def check_bindings(recipe: Recipe, points: Sequence[dict]) -> None:
     """
     _check_references(recipe)
     _check_static(recipe, points)
+    _check_methods(recipe, points)
     _check_grid_reads(recipe, points)
 
 

@@ -183,7 +183,10 @@ def read_text(path: str) -> str:
     """
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            text = f.read()
+        if text.startswith("\ufeff"):  # gin's parser stops at it too
+            raise GridError(f"{display(path)}:1: starts with a byte-order mark; save it as UTF-8 without BOM")
+        return text
     except UnicodeDecodeError as e:
         line = e.object[: e.start].count(b"\n") + 1
         raise GridError(

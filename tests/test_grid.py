@@ -252,6 +252,7 @@ def test_include_cycle_is_an_error(tmp_path):
     [
         ({"r.gin": b"# latin-1\nT = 0.1\nt.name = 'caf\xe9'\n"}, "r.gin:3: not UTF-8 text (byte 0xe9 at offset 31); save it as UTF-8"),
         ({"r.gin": b"include 'i.gin'\n", "i.gin": b"\xff\xfe"}, "i.gin:1: not UTF-8 text (byte 0xff at offset 0)"),
+        ({"r.gin": b"\xef\xbb\xbfX = 1\n"}, "r.gin:1: starts with a byte-order mark; save it as UTF-8 without BOM"),
         ({"r.gin": b""}, "r.gin: the recipe is empty (no include and no binding): an unsaved or truncated file?"),
         ({"r.gin": b"# only comments\n\n"}, "r.gin: the recipe is empty (no include and no binding)"),
         ({"r.gin": b"include 'i.gin'\n", "i.gin": b"# nothing\n"}, "i.gin: the included file is empty"),
@@ -305,6 +306,8 @@ def test_bindings_a_grid_does_not_read_in_included_files_are_fine(tmp_path):
         ("", ["simclr/loss.temperature = 0.2"],
          "--gin_param 'simclr/loss.temperature = 0.2': no point of the grid enters the scope simclr/, so nothing "
          "reads simclr/loss.temperature (the points' METHOD: supcon)"),
+        ("grid.points = [{'METHOD': 'supcom'}]\n", [],
+         "r.gin:3: METHOD = 'supcom' names no method: nothing is bound in the scope supcom/; did you mean supcon?"),
         ("SIMCLR_TEMPERATURE = 0.3\n", [],
          "r.gin:3: no point of the grid reads the macro SIMCLR_TEMPERATURE: only simclr/loss.temperature refer "
          "to it, in scopes no point enters (the points' METHOD: supcon)"),

@@ -89,6 +89,8 @@ def test_the_trainer_names_a_typo_and_its_nearest_name(tmp_path):
         "configurable": ([tiny], ["contrastiv.temperature = 0.2"],
                          "No configurable matching 'contrastiv'; did you mean contrastive?"),
         "scope": ([tiny], ["supcn/contrastive.temperature = 0.2"], "nothing enters the scope supcn/"),
+        "method": ([tiny], ["METHOD = 'supcom'"], "METHOD = 'supcom' names no method: nothing is bound in the "
+                   "scope supcom/; did you mean supcon?"),
         "encoding": ([str(latin1)], [], "latin1.gin:2: not UTF-8 text (byte 0xe9"),
         "valid": ([tiny], ["TEMPERATURE = 0.2"], None),
     }
