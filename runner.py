@@ -62,6 +62,12 @@ flags.DEFINE_boolean(
 flags.DEFINE_boolean(
     "dry_run", False, "List the points, their run directories and status; run nothing."
 )
+flags.DEFINE_boolean(
+    "show_config", False,
+    "With --dry_run: also print each point's effective settings per stage (optimizer and its constants, peak LR, "
+    "schedule, weight decay, augmenter, views; heads, loss, encoder, topology), from one trainer process "
+    "(supcon/show_config.py); trains nothing.",
+)
 flags.DEFINE_integer(
     "jobs", 1, "Points trained at once on this machine (they share the CPU threads)."
 )
@@ -679,8 +685,16 @@ def main(argv: list[str]) -> int:
     """Plans, validates, runs the points, summarizes and reports; returns the exit code."""
     try:
         plan = make_plan(argv)
+        if FLAGS.show_config and not FLAGS.dry_run:
+            raise UsageError("--show_config goes with --dry_run (it prints what each point would run)")
         if FLAGS.dry_run:
-            return dry_run(plan)
+            code = dry_run(plan)
+            if FLAGS.show_config:
+                from supcon import show_config  # no TF: it starts one trainer-like process
+
+                code = show_config.show(plan.recipe.path, plan.points, plan.overlays, plan.gin_params,
+                                        child_env(threads_per_job(1))) or code
+            return code
         print(describe_grid(plan), flush=True)
         todo = [
             p for p in plan.points

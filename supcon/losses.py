@@ -231,4 +231,9 @@ def contrastive(
         )
 
     loss_fn.use_labels = use_labels
+    loss_fn.options = {  # what the loss runs with, for `runner.py --show_config` (supcon.show_config)
+        "name": "@contrastive", "temperature": temperature, "use_labels": use_labels, "contrast_mode": contrast_mode,
+        "summation_location": summation_location, "denominator_mode": denominator_mode,
+        "positives_cap": positives_cap, "scale_by_temperature": scale_by_temperature,
+    }
     return loss_fn
