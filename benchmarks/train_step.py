@@ -441,20 +441,23 @@ def write_readme(report_dir: str = REPORT_DIR) -> str:
             with open(path) as f:
                 sections[name] = json.load(f)
     m = machine()
-    lines = ["# Speed benchmarks (issue 7)", "",
-             "Every figure below comes from the script named in its section, run on this machine; "
-             "`python benchmarks/<script>.py` re-measures it and rewrites its section. The machine is shared: "
-             "load averages are recorded with each measurement.", "",
-             f"- CPU: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; instruction sets: "
-             f"{', '.join(m['flags']) or 'none listed'} (no AVX-512 / AMX-BF16 unless listed)",
-             "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
-             f"- Code: git {m['git']}", ""]
+    lines = ["# Speed benchmarks", "",
+             "Every figure below comes from the script named in its section; `python benchmarks/<script>.py` "
+             "re-measures it and rewrites its section. Sections may come from different machines (machines differ "
+             "from session to session, and the same step can differ 4-16x between them): each section's footer "
+             "names the CPU, its instruction sets and the load average it was measured on. Compare speeds only "
+             "within a section (side by side, one run, one machine).", "",
+             f"- This README was last assembled on: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; "
+             f"instruction sets: {', '.join(m['flags']) or 'none listed'}",
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     for name in SECTIONS:
         if name in sections:
             s = sections[name]
+            sm = s["machine"]
             lines += [s["markdown"].rstrip(), "",
-                      f"<sub>Command: `{s['command']}`; git {s['machine']['git']}; load average at the end "
-                      f"{', '.join(f'{x:.2f}' for x in s['machine']['load_average'])}.</sub>", ""]
+                      f"<sub>Command: `{s['command']}`; git {sm['git']}; CPU {sm['cpu']}, {sm['cores']} cores, "
+                      f"instruction sets {', '.join(sm['flags']) or 'none listed'}; load average at the end "
+                      f"{', '.join(f'{x:.2f}' for x in sm['load_average'])}.</sub>", ""]
         else:
             lines += [f"## {name}", "", f"Not measured yet: `{SECTIONS[name]}`.", ""]
     notes = os.path.join(report_dir, NOTES)
