@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m supcon.report runs/<recipe-stem> --out reports/<recipe-stem>
+    python -m supcon.report runs/<recipe-stem> --out reports/<recipe-stem> [--no_plots] [--command CMD]
 
 Reads only run directories (`point.json`, `status.json`, `result.json`, `env.json`, `metrics.jsonl`,
 `embeddings.npz`); never trains and never imports TensorFlow. The table is shaped by the recipe's `report.*`
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,15 @@ from supcon.report_tables import (
 
 README = "README.md"
 STATE_ORDER = (workdir.FAILED, "partial", "new", "absent", SKIPPED)
+NO_SEED_LEGEND = (
+    "No SEED axis: each cell is one run, `value ± – (1)` (one run, no spread), `–` when it did not finish. "
+    "Accuracies are in percent. Δ = ours − paper, in percentage points."
+)
+
+
+def has_seeds(runs: list[Run]) -> bool:
+    """Whether the grid has a SEED axis (some point sets SEED)."""
+    return any(SEED in r.values for r in runs)
 
 
 def _point_label(run: Run, macros: list[str]) -> str:
@@ -77,17 +87,18 @@ def problems_section(runs: list[Run]) -> list[str]:
     if not bad:
         return lines + ["None: every planned point finished.", ""] + _notes_lines(runs)
     macros = independent_macros(_usable(runs), varying_macros(_usable(runs)))
+    seeds = [SEED] if has_seeds(runs) else []
     bad.sort(
         key=lambda r: (
             STATE_ORDER.index(r.state) if r.state in STATE_ORDER else 9,
-            tuple(sort_key(r.values.get(m)) for m in macros + [SEED]),
+            tuple(sort_key(r.values.get(m)) for m in macros + seeds),
             r.slug,
         )
     )
     rows = [
         [
             _point_label(r, macros),
-            value_label(r.values.get(SEED)),
+            *[value_label(r.values.get(SEED)) for _ in seeds],
             r.state,
             str(r.step),
             (r.reason.strip().splitlines() or [MISSING])[0][:200],
@@ -95,13 +106,13 @@ def problems_section(runs: list[Run]) -> list[str]:
         ]
         for r in bad
     ]
-    table = markdown_table(["point", SEED, "state", "step", "reason", "run dir"], rows)
+    table = markdown_table(["point", *seeds, "state", "step", "reason", "run dir"], rows)
     return lines + [table, ""] + _notes_lines(runs)
 
 
 def runs_appendix(runs: list[Run], metrics: list[str]) -> list[str]:
     """Every run directory with its values, state, metrics, steps, train time and git SHA."""
-    macros = varying_macros(_usable(runs)) + [SEED]
+    macros = varying_macros(_usable(runs)) + ([SEED] if has_seeds(runs) else [])
     rows = []
     for run in sorted((r for r in runs if r.path), key=lambda r: r.slug):
         cells = [
@@ -139,23 +150,26 @@ def plots_section(runs: list[Run], rows: list[str], metrics: list[str], out: str
     """Writes the PNGs into `out` and returns the markdown that links them relatively."""
     lines = ["## Plots", ""]
     shown = [m for m in metrics if any(r.metric(m) is not None for r in runs)] or metrics[:1]
-    for axis in report_plots.numeric_axes(runs):
+    seeds = has_seeds(runs)
+    for axis in report_plots.sweep_axes(runs):
         name = f"sweep_{axis.lower()}.png"
         report_plots.sweep_plot(runs, axis, shown, os.path.join(out, name))
+        spread = f"Mean ± std over {SEED} (error bars)" if seeds else "One run per value (no SEED axis)"
         lines += [
             f"### {' / '.join(shown)} vs {axis}",
             "",
-            f"Mean ± std over {SEED} (error bars); one line per setting of the other axes.",
+            f"{spread}; one line per setting of the other macros, so only {axis} changes along a line"
+            + report_plots.special_note(axis) + ".",
             "",
             f"![{axis} sweep]({name})",
             "",
         ]
     if report_plots.curves_plot(runs, os.path.join(out, "curves.png")):
+        how = "faint lines are single seeds, solid lines their mean" if seeds else "one line per run"
         lines += [
             "### Training curves",
             "",
-            "Loss vs step per stage (and eval/top1 when evaluated "
-            "during training); faint lines are single seeds, solid lines their mean.",
+            f"Loss vs step per stage (and eval/top1 when evaluated during training); {how}.",
             "",
             "![training curves](curves.png)",
             "",
@@ -205,16 +219,20 @@ def load_checked(runs_dir: str) -> tuple[list[Run], dict, list[dict]]:
     return runs, spec, numbers
 
 
-def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
-    """Reads the runs under `runs_dir`, writes the PNGs into `out` and returns the README markdown."""
+def build_report(runs_dir: str, out: str, plots: bool = True, command: str | None = None) -> str:
+    """Reads the runs under `runs_dir`, writes the PNGs into `out` and returns the README markdown.
+
+    `command` is the one named in the report's "Generated by" line (default: this module's, over
+    runs/<stem> into reports/<stem>).
+    """
     every, spec, numbers = load_checked(runs_dir)
     runs = _usable(every)  # skipped run directories appear only in the problems and the appendix
     rows, columns, extra = choose_layout(runs, spec)
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
     pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
-    lines = header(every, spec) + claims_section(runs, spec, rows + columns, pixel_line)
-    lines += ["## Results", "", table, "", LEGEND, ""]
+    lines = header(every, spec, command) + claims_section(runs, spec, rows + columns, pixel_line)
+    lines += ["## Results", "", table, "", LEGEND if has_seeds(runs) else NO_SEED_LEGEND, ""]
     if extra:
         lines += [
             f"Rows are also split by {', '.join(extra)}: they vary across the grid and "
@@ -237,7 +255,7 @@ def build_report(runs_dir: str, out: str, plots: bool = True) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_report(runs_dir: str, out_dir: str, plots: bool = True) -> str:
+def write_report(runs_dir: str, out_dir: str, plots: bool = True, command: str | None = None) -> str:
     """Builds the report in a staging folder, then moves it into `out_dir`; returns the README path.
 
     Each file lands by an atomic rename, the README last; PNGs from an earlier report that this one no
@@ -251,7 +269,7 @@ def write_report(runs_dir: str, out_dir: str, plots: bool = True) -> str:
     os.makedirs(parent, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".report-", dir=parent)
     try:
-        text = build_report(runs_dir, stage, plots)
+        text = build_report(runs_dir, stage, plots, command)
         os.makedirs(out_dir, exist_ok=True)
         drawn = sorted(f for f in os.listdir(stage) if f.endswith(".png"))
         for name in os.listdir(out_dir):
@@ -265,6 +283,12 @@ def write_report(runs_dir: str, out_dir: str, plots: bool = True) -> str:
     return os.path.join(out_dir, README)
 
 
+def _shown_path(path: str) -> str:
+    """A path as a command line shows it: relative to the working directory when inside it, else absolute."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return os.path.abspath(path) if rel.startswith("..") else rel
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: `python -m supcon.report RUNS_DIR [--out OUT] [--no_plots]`; returns the exit code."""
     parser = argparse.ArgumentParser(
@@ -275,10 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", help="output folder (default: reports/<basename of runs_dir>)")
     parser.add_argument("--no_plots", action="store_true", help="write the markdown only")
+    parser.add_argument(
+        "--command", help="the command named in the report's 'Generated by' line (default: this one; the "
+        "runner passes its own)",
+    )
     args = parser.parse_args(argv)
     out = args.out or os.path.join("reports", os.path.basename(os.path.normpath(args.runs_dir)))
+    command = args.command or shlex.join(
+        ["python", "-m", "supcon.report", _shown_path(args.runs_dir)]
+        + (["--out", _shown_path(args.out)] if args.out else [])
+        + (["--no_plots"] if args.no_plots else [])
+    )
     try:
-        path = write_report(args.runs_dir, out, plots=not args.no_plots)
+        path = write_report(args.runs_dir, out, plots=not args.no_plots, command=command)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

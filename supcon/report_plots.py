@@ -1,8 +1,10 @@
 """Plots for the reporter (PNG, matplotlib's Agg canvas, no pyplot state, no TensorFlow).
 
-- `sweep_plot`: a metric vs one numeric swept macro, mean ± std over seeds, one line per other setting;
+- `sweep_plot`: a metric vs one numeric swept macro, mean ± std over seeds, one line per setting of the other
+  macros (drawn only for an axis that varies alone along some line: `sweep_axes`); a value that means "none"
+  (`SPECIAL_VALUES`, e.g. POSITIVES_CAP = -1: no cap) sits at the right end, labelled, joined by a dashed segment;
 - `curves_plot`: training loss vs step per stage from `metrics.jsonl` (faint per seed, solid mean);
-- `embedding_plot`: 2-D PCA of the test-set embeddings of the best finished run of each row.
+- `embedding_plot`: 2-D PCA of the test-set embeddings of the best finished run of each row, a legend of classes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from supcon import workdir
 from supcon.report_data import (
     SEED,
     Run,
-    determined_by,
     independent_macros,
     sort_key,
     value_label,
@@ -31,9 +32,17 @@ MAX_POINTS = 2000  # embedding points drawn per panel (a fixed-seed subsample)
 COLORS = [f"C{i}" for i in range(10)]
 MISSING_SCORE = "n/a"
 MAX_PANELS = 12  # embedding panels at most (the first rows in table order)
+# Values of a numeric macro that mean "none" rather than a quantity (supcon.losses: positives_cap -1 = no cap):
+# a sweep draws them at the right end of the axis with this label, joined to the line by a dashed segment.
+SPECIAL_VALUES = {"POSITIVES_CAP": {-1: "no cap"}}
+CLASS_NAMES = {
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
 
 
-def _save(fig: Figure, path: str, axes: list | None = None) -> None:
+def _save(fig: Figure, path: str, axes: list | None = None, ncols: int = 3, markerscale: float = 1.0) -> None:
     """Writes a PNG without a software-version stamp; one legend below the panels when they have labels."""
     legend: dict[str, object] = {}
     for ax in axes or []:
@@ -43,7 +52,8 @@ def _save(fig: Figure, path: str, axes: list | None = None) -> None:
     handles = [legend[k] for k in labels]
     if labels:
         fig.legend(
-            handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize=8
+            handles, labels, loc="outside lower center", ncols=min(len(labels), ncols), fontsize=8,
+            markerscale=markerscale,
         )
     fig.savefig(path, dpi=100, metadata={"Software": None})
 
@@ -71,43 +81,101 @@ def numeric_axes(runs: list[Run]) -> list[str]:
     return [m for m in varying_macros(runs) if all(numeric(r.values.get(m)) for r in runs)]
 
 
-def sweep_plot(runs: list[Run], axis: str, metrics: list[str], path: str) -> None:
-    """Plots each metric against `axis` with std error bars; one line per value of the other macros.
+def sweep_lines(runs: list[Run], axis: str) -> dict[str, dict[float, list[Run]]]:
+    """The finished runs of a sweep over `axis`: {line label: {x: runs}}, one line per setting of the others.
 
-    Macros that `axis` determines (coupled settings such as the learning rate of a batch size) are not
-    split into lines. The x axis is logarithmic when the values span a factor of 10 or more.
+    A line holds the runs that agree on every varying macro but `axis` and SEED, so `axis` varies alone along
+    it; its label names the macros the others do not determine.
     """
     done = [r for r in runs if r.state == workdir.DONE]
-    others = independent_macros(
-        runs, [m for m in varying_macros(runs) if m != axis and not determined_by(runs, [axis], m)]
-    )
-    lines: dict[str, dict[float, list[Run]]] = {}
-    for run in sorted(done, key=lambda r: tuple(sort_key(r.values.get(m)) for m in others)):
-        lines.setdefault(label_of(run, others), {}).setdefault(run.values[axis], []).append(run)
+    others = [m for m in varying_macros(runs) if m != axis]
+    shown = independent_macros(runs, others)
+    lines: dict[tuple, tuple[str, dict]] = {}
+    for run in sorted(done, key=lambda r: tuple(sort_key(r.values.get(m)) for m in shown + others)):
+        key = tuple(value_label(run.values.get(m)) for m in others)
+        _, by_x = lines.setdefault(key, (label_of(run, shown), {}))
+        by_x.setdefault(run.values[axis], []).append(run)
+    return {label: by_x for label, by_x in lines.values()}
+
+
+def sweep_axes(runs: list[Run]) -> list[str]:
+    """The numeric axes worth a sweep plot: some line (`sweep_lines`) holds two or more of their values.
+
+    Elsewhere the axis only changes together with other settings (e.g. paper_table3's batch size, set per
+    depth and method; a learning rate set per batch size), and a line through those points would mix them.
+    """
+    return [a for a in numeric_axes(runs) if any(len(by_x) > 1 for by_x in sweep_lines(runs, a).values())]
+
+
+def special_note(axis: str) -> str:
+    """`; "no cap" (POSITIVES_CAP = -1) is drawn at the right end, dashed` for an axis with special values."""
+    special = SPECIAL_VALUES.get(axis, {})
+    if not special:
+        return ""
+    names = ", ".join(f'"{label}" ({axis} = {value})' for value, label in special.items())
+    return f"; {names} is drawn at the right end, joined by a dashed segment"
+
+
+def _positions(values: list, axis: str) -> tuple[dict, bool]:
+    """({value: x position}, log scale?): the numbers where they are, special values after the largest."""
+    special = SPECIAL_VALUES.get(axis, {})
+    numbers = sorted(v for v in values if v not in special)
+    log = bool(numbers) and min(numbers) > 0 and max(numbers) / min(numbers) >= 10
+    where = {v: float(v) for v in numbers}
+    last = numbers[-1] if numbers else 0.0
+    gaps = [b - a for a, b in zip(numbers, numbers[1:], strict=False) if b > a]
+    for i, value in enumerate(sorted(v for v in values if v in special), 1):
+        if log:
+            where[value] = last * (max(numbers) / min(numbers)) ** (0.15 * i)
+        else:
+            where[value] = last + i * (min(gaps) if gaps else 1.0)  # one (smallest) step after the largest
+    return where, log
+
+
+def _line_points(by_x: dict, metric: str, scale: float) -> list[tuple]:
+    """(x value, mean, std) of each x of a line with a finished value of `metric`, sorted by x."""
+    out = []
+    for x in sorted(by_x):
+        mean, std, n = summarize([v for r in by_x[x] if (v := r.metric(metric)) is not None])
+        if n:
+            out.append((x, scale * mean, scale * (std or 0.0)))
+    return out
+
+
+def sweep_plot(runs: list[Run], axis: str, metrics: list[str], path: str) -> None:
+    """Plots each metric against `axis` with std error bars; one line per setting of the other macros.
+
+    Lines as `sweep_lines`. The x axis is logarithmic when the values span a factor of 10 or more; special
+    values (`SPECIAL_VALUES`) sit after the largest, labelled, joined to their line by a dashed segment.
+    """
+    lines = sweep_lines(runs, axis)
+    special = SPECIAL_VALUES.get(axis, {})
+    seeds = any(SEED in r.values for r in runs)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         scale = 100.0 if is_fraction(metric) else 1.0
+        where, log = _positions(sorted({x for by_x in lines.values() for x in by_x}), axis)
+        values = sorted(where, key=where.get)  # special values last
         for i, (label, by_x) in enumerate(lines.items()):
-            xs, ys, errs = [], [], []
-            for x in sorted(by_x):
-                mean, std, n = summarize(
-                    [v for r in by_x[x] if (v := r.metric(metric)) is not None]
-                )
-                if n:
-                    xs.append(x)
-                    ys.append(scale * mean)
-                    errs.append(scale * (std or 0.0))
-            ax.errorbar(
-                xs, ys, yerr=errs, marker="o", capsize=3, color=COLORS[i % 10], label=label or None
-            )
-        values = sorted({r.values[axis] for r in done})
-        if values and min(values) > 0 and max(values) / min(values) >= 10:
+            color = COLORS[i % 10]
+            drawn = _line_points(by_x, metric, scale)
+            plain = [p for p in drawn if p[0] not in special]
+            odd = [p for p in drawn if p[0] in special]
+            if plain:
+                ax.errorbar([where[x] for x, _, _ in plain], [y for _, y, _ in plain],
+                            yerr=[e for _, _, e in plain], marker="o", capsize=3, color=color, label=label or None)
+            for x, y, err in odd:
+                ax.errorbar([where[x]], [y], yerr=[err], marker="s", capsize=3, color=color, linestyle="none",
+                            label=None if plain else label or None)
+                if plain:
+                    ax.plot([where[plain[-1][0]], where[x]], [plain[-1][1], y], linestyle="--", color=color)
+        if log:
             ax.set_xscale("log")
-        ax.set_xticks(values, [value_label(v) for v in values])
+        ax.set_xticks([where[v] for v in values], [special.get(v, value_label(v)) for v in values])
         ax.minorticks_off()
         ax.set_xlabel(axis)
         ax.set_ylabel(metric + (" (%)" if scale == 100.0 else ""))
-        ax.set_title(f"{metric} vs {axis} (mean ± std over {SEED})", fontsize=9)
+        ax.set_title(f"{metric} vs {axis}" + (f" (mean ± std over {SEED})" if seeds else ""), fontsize=9)
         ax.grid(alpha=0.3)
     _save(fig, path, axes)
 
@@ -219,8 +287,30 @@ def best_runs(runs: list[Run], rows: list[str], metric: str) -> list[tuple[str, 
     return [(label, best[label][1]) for label in sorted(best, key=order.get)]
 
 
+def class_legend(labels: np.ndarray, dataset: str | None) -> list[tuple[int, np.ndarray, str]]:
+    """(colour index, mask, legend label) per colour of a scatter coloured by class (colour = class mod 10).
+
+    With 10 classes or fewer, each colour is one class, named when the dataset's names are known
+    (`CLASS_NAMES`); with more, a colour stands for the classes equal mod 10 (`classes 3, 13, 23, ...`).
+    """
+    names = CLASS_NAMES.get(dataset or "", ())
+    out = []
+    for color in range(10):
+        mask = labels % 10 == color
+        present = sorted({int(c) for c in labels[mask]})
+        if not present:
+            continue
+        if len(present) == 1:
+            c = present[0]
+            text = f"{c}: {names[c]}" if c < len(names) else f"class {c}"
+        else:
+            text = "classes " + ", ".join(str(c) for c in present[:3]) + (", ..." if len(present) > 3 else "")
+        out.append((color, mask, text))
+    return out
+
+
 def embedding_plot(chosen: list[tuple[str, Run]], metric: str, path: str) -> list[str]:
-    """Scatters the PCA of each chosen run's test embeddings, coloured by label.
+    """Scatters the PCA of each chosen run's test embeddings, coloured by label, with one legend of classes.
 
     Returns:
       One problem line per run whose embeddings could not be read (those panels say so).
@@ -241,7 +331,9 @@ def embedding_plot(chosen: list[tuple[str, Run]], metric: str, path: str) -> lis
             problems.append(f"{run.slug}: embeddings unreadable ({type(err).__name__}: {err})")
             ax.text(0.5, 0.5, "embeddings unreadable", ha="center", transform=ax.transAxes)
             continue
-        ax.scatter(xy[:, 0], xy[:, 1], c=lab.astype(int) % 10, cmap="tab10", vmin=0, vmax=9, s=3)
+        dataset = (run.env.get("scale") or {}).get("dataset")
+        for color, mask, text in class_legend(lab.astype(int), dataset if isinstance(dataset, str) else None):
+            ax.scatter(xy[mask, 0], xy[mask, 1], color=COLORS[color], s=3, label=text)
         score = run.metric(metric)
         if score is None:
             shown = MISSING_SCORE
@@ -250,5 +342,5 @@ def embedding_plot(chosen: list[tuple[str, Run]], metric: str, path: str) -> lis
         ax.set_title(f"{label}\n{metric} {shown}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    _save(fig, path)
+    _save(fig, path, axes, ncols=5, markerscale=4.0)
     return problems
