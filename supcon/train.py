@@ -20,7 +20,19 @@ from tensorflow.python.framework import (
     config as tf_config,  # disable_op_determinism has no public name
 )
 
-from supcon import augment, data, distribute, evaluate, heads, optim, resnet, runinfo, stages, steps
+from supcon import (
+    augment,
+    data,
+    distribute,
+    evaluate,
+    heads,
+    optim,
+    resnet,
+    runinfo,
+    stages,
+    steps,
+    warm_start,
+)
 from supcon import workdir as wd
 
 del resnet  # imported to register @resnet with gin
@@ -69,6 +81,10 @@ class Run:
         task = distribute.task_index(self.strategy)
         self.dir = workdir if task == 0 else os.path.join(workdir, f"worker-{task}")
         os.makedirs(self.dir, exist_ok=True)
+        # A warm start (supcon.warm_start) only for a run without a checkpoint of its own; a missing source fails
+        # here, before the data and the model are built.
+        own = tf.train.latest_checkpoint(os.path.join(self.dir, wd.CKPT_DIR))
+        self.init_checkpoint = warm_start.resolve(cfg["init_checkpoint"]) if cfg["init_checkpoint"] and not own else None
         self.source = _load_source(cfg)
         examples = self.source.num_examples(cfg["train_split"])
         self.train_examples = min(examples, cfg["max_examples"] or examples)
@@ -264,6 +280,10 @@ class Run:
         """Restores the latest checkpoint, if any; returns the step reached."""
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+        elif self.init_checkpoint:
+            count = warm_start.restore(self.model, self.init_checkpoint, self.cfg["init_parts"])
+            print(f"warm start: {count} variables of {', '.join(self.cfg['init_parts'])} from {self.init_checkpoint}",
+                  flush=True)
         return int(self.step.numpy())
 
     # ----------------------------------------------------------------------------------------------------
@@ -443,8 +463,8 @@ def resolve_mixed_precision(value, topology: str) -> bool:
     return topology == "tpu" or bfloat16_is_fast()
 
 
-def _check_config(cfg: dict) -> None:
-    """Checks a configuration without building anything (the runner validates every point this way)."""
+def _check_config(cfg: dict) -> dict:
+    """Checks a configuration without building anything (the runner validates every point this way); returns it."""
     resolve_mixed_precision(cfg["mixed_precision"], cfg["topology"])
     planned = stages.plan(list(cfg["stages"]), 1, cfg["batch_size"])
     for p in planned:
@@ -472,11 +492,13 @@ def _check_config(cfg: dict) -> None:
     for name in ("jit_compile", "batched_augmentation"):
         if not isinstance(cfg[name], bool):
             raise ValueError(f"train_and_evaluate.{name} must be True or False; got {cfg[name]!r}")
+    warm_start.check(cfg["init_checkpoint"], cfg["init_parts"], bool(cfg["projection_head"]))
+    return cfg
 
 
-def validate_config() -> None:
-    """Evaluates the parsed gin bindings of the root and checks them (no model, no data)."""
-    train_and_evaluate(workdir="", mode="validate")
+def validate_config() -> dict:
+    """Evaluates the parsed gin bindings of the root and checks them (no model, no data); returns them."""
+    return train_and_evaluate(workdir="", mode="validate")
 
 
 @gin.configurable
@@ -523,6 +545,8 @@ def train_and_evaluate(
     fallback_dataset: str | None = None,
     eval_max_examples: int | None = None,
     inject_nan_at_step: int = -1,
+    init_checkpoint: str | None = None,
+    init_parts: tuple = ("encoder",),
 ) -> dict | None:
     """Trains and/or evaluates one run in `workdir` (the gin root; see the module docstring).
 
@@ -561,9 +585,13 @@ def train_and_evaluate(
       fallback_dataset: used when `dataset` is not available here (smoke runs: 'digits'); None: fail.
       eval_max_examples: evaluate only the first N test examples (smoke runs); None: the whole split.
       inject_nan_at_step: test hook that makes the loss at that step NaN (-1: off).
+      init_checkpoint: warm start from another run (a run directory, a recipe's runs folder with one run, or a
+        checkpoint path; supcon.warm_start), applied only when this run has no checkpoint of its own.
+      init_parts: the parts restored from init_checkpoint ('encoder', 'projection_head', 'classification_head').
 
     Returns:
-      The result dict (also in result.json) when the run finished, else None.
+      The result dict (also in result.json) when the run finished, else None; with mode 'validate' (the
+      runner's check), the checked settings.
     """
     if mode == "validate":
         return _check_config(locals())
