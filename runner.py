@@ -3,17 +3,23 @@
 Usage:
   python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
       [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport] [--noreuse_process]
+      [--progress auto|bar|lines|off] [--progress_every SECONDS]
 
 Every point of the recipe's grid (`grid.axes` x `grid.points`) gets a stable id, a slug and its own
-run directory `<runs_dir>/<recipe>/<slug>/` (`<runs_dir>/smoke/<recipe>/<slug>/` with --smoke). All
-selected points are validated in one subprocess before anything is written. Reruns skip finished
-points and let the trainer resume partial ones from their checkpoint. Runners started at once on the
-same grid (or on the same shared file system) train each point once: a point is claimed atomically
-(`claim.json`, refreshed while it trains; a claim older than --claim_timeout is taken over).
+run directory `<runs_dir>/<recipe>/<slug>/` (`<runs_dir>/smoke/<recipe>/<slug>/` with --smoke). The id
+identifies it: a run directory whose point.json holds the point's id is its own whatever its name, so run
+directories named by an earlier version's slugs keep their names. All selected points are validated in one
+subprocess before anything is written. Reruns skip finished points and let the trainer resume partial ones
+from their checkpoint. Runners started at once on the same grid (or on the same shared file system) train each
+point once: a point is claimed atomically (`claim.json`, refreshed while it trains; a claim older than
+--claim_timeout is taken over).
 
   --shard I/N       the I-th (0-based) of N disjoint slices, e.g. I=$SLURM_ARRAY_TASK_ID or
                     I=$JOB_COMPLETION_INDEX of a Kubernetes Indexed Job.
   --jobs N          N points at once on this machine; each gets SUPCON_THREADS = cores // N.
+  --progress        each running point's stage, step/total, loss and ETA, read from its log.txt: a status
+                    line redrawn in place on a terminal ('bar'), a plain line per point every
+                    --progress_every seconds otherwise ('lines': logs, CI); 'off': only the runner's lines.
   --noreuse_process a fresh trainer process per point. By default each job keeps one trainer process and
                     trains its points one after another in it (TensorFlow's import and start-up, ~10 s on
                     2 cores, are paid once; see supcon/worker.py); a point that needs a fresh process (other
@@ -37,6 +43,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -45,7 +52,7 @@ import time
 
 from absl import app, flags
 
-from supcon import grid, workdir
+from supcon import grid, progress, workdir
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
 
@@ -88,6 +95,13 @@ flags.DEFINE_boolean(
     True,
     "Train a job's points one after another in one trainer process (--noreuse_process: one per point).",
 )
+flags.DEFINE_enum(
+    "progress", "auto", list(progress.MODES),
+    "Progress of running points (stage, step/total, loss, ETA, from each point's log.txt): 'bar' redraws one "
+    "status line in place, 'lines' prints a line per point every --progress_every seconds, 'auto' is 'bar' on "
+    "a terminal and 'lines' otherwise (logs, CI), 'off' shows only the runner's messages.",
+)
+flags.DEFINE_float("progress_every", 30.0, "Seconds between a point's progress lines in --progress=lines.")
 flags.DEFINE_string(
     "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
 )
@@ -113,9 +127,41 @@ class Plan:
     gin_params: list
     sharded: bool
     unusable: dict = dataclasses.field(default_factory=dict)  # slug -> why its run dir is not used
+    dirs: dict = dataclasses.field(default_factory=dict)  # point id -> its run dir's name, when not its slug
 
     def run_dir(self, point: grid.Point) -> str:
-        return os.path.join(self.runs_root, point.slug)
+        return os.path.join(self.runs_root, self.dirs.get(point.id, point.slug))
+
+
+def locate_run_dirs(plan: Plan) -> dict[str, str]:
+    """{point id: run dir name} for the points whose run dir is not `<runs_root>/<slug>`.
+
+    A point is identified by its id (recipe and bindings), not by its slug: a run dir whose point.json holds the
+    point's id is its run dir whatever its name, so the dirs of an earlier version's slugs (slugs changed when
+    they learned to leave out unread and redundant keys) are found, resumed and skipped as before, and keep
+    their names. A point whose slug names the dir of another point of this grid gets `<slug>-<id>`.
+    """
+    holders: dict[str, list[str]] = {}  # id -> names of the dirs whose point.json holds it
+    if os.path.isdir(plan.runs_root):
+        for name in sorted(os.listdir(plan.runs_root)):
+            point, _ = workdir.read_object(os.path.join(plan.runs_root, name, workdir.POINT))
+            if isinstance(point, dict) and isinstance(point.get("id"), str):
+                holders.setdefault(point["id"], []).append(name)
+    owner = {name: pid for pid, names in holders.items() for name in names}
+    ids = {p.id for p in plan.grid_points}
+    dirs = {}
+    for point in plan.grid_points:
+        names = holders.get(point.id, [])
+        if names and point.slug not in names:
+            dirs[point.id] = names[0]
+        elif not names and owner.get(point.slug, point.id) in ids - {point.id}:
+            dirs[point.id] = f"{point.slug}-{point.id}"
+    return dirs
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 point`, `3 points`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _rel(path: str) -> str:
@@ -192,6 +238,8 @@ def _check_flags() -> tuple[int, int] | None:
         raise UsageError("--jobs must be 1 when TF_CONFIG is set (every host runs the same point)")
     if not FLAGS.claim_timeout > 0:
         raise UsageError(f"--claim_timeout must be > 0 seconds, got {FLAGS.claim_timeout}")
+    if not FLAGS.progress_every > 0:
+        raise UsageError(f"--progress_every must be > 0 seconds, got {FLAGS.progress_every}")
     _check_dir(FLAGS.runs_dir, "runs_dir")
     if FLAGS.report and not FLAGS.dry_run:
         _check_dir(FLAGS.report_dir, "report_dir")
@@ -239,6 +287,7 @@ def make_plan(argv: list[str]) -> Plan:
         gin_params=list(FLAGS.gin_param),
         sharded=bool(shard),
     )
+    plan.dirs = locate_run_dirs(plan)
     _check_existing(plan)
     return plan
 
@@ -386,11 +435,11 @@ class Launcher:
 
     With `reuse`, each job sends its points to a long-lived serving trainer process (supcon.worker), starting
     one when none is idle; `workers` are processes already started (the validator). Else one subprocess per
-    point.
+    point. `display` prints the runner's messages and follows each running point's log for its progress.
     """
 
     def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float,
-                 reuse: bool = False, workers: tuple = ()):
+                 reuse: bool = False, workers: tuple = (), display: progress.Display | None = None):
         self.plan = plan
         self.jobs = jobs
         self.main_module = main_module
@@ -404,14 +453,15 @@ class Launcher:
         self.reuse = reuse
         self.idle: list[Worker] = list(workers)
         self.workers: list[Worker] = list(workers)
+        self.display = display or progress.Display("off")
 
     def say(self, n: int, verb: str, point: grid.Point, text: str = "") -> None:
-        with self.lock:
-            print(f"[{n}/{len(self.plan.points)}] {verb:<7} {point.slug}{text}", flush=True)
+        self.display.message(f"[{n}/{len(self.plan.points)}] {verb:<7} {point.slug}{text}")
 
     def run(self) -> list[Outcome]:
         beat = threading.Thread(target=self._heartbeat, daemon=True)
         beat.start()
+        self.display.start()
         try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
@@ -423,6 +473,7 @@ class Launcher:
                     outcomes = [f.result() for f in futures]
         finally:
             self.stop.set()
+            self.display.close()
             for worker in self.workers:
                 worker.close()
         return outcomes
@@ -451,6 +502,7 @@ class Launcher:
         finally:
             with self.lock:
                 self.active.pop(run_dir, None)
+            self.display.remove(run_dir)
             if not self.secondary:
                 claim.release()
 
@@ -470,6 +522,7 @@ class Launcher:
         self.say(n, "running", point, f" ({how}) -> {_rel(run_dir)}")
         start = time.time()
         log_name = workdir.LOG if not self.secondary else f"log-{self.secondary}.txt"
+        self.display.add(run_dir, f"[{n}/{len(self.plan.points)}]", point.slug, os.path.join(run_dir, log_name))
         if self.reuse:
             code = self._serve_point(run_dir, gin_files, os.path.join(run_dir, log_name), claim)
             if code is None:
@@ -548,6 +601,7 @@ class Launcher:
         raise RuntimeError(f"a fresh trainer process refused {run_dir}")
 
     def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
+        self.display.remove(run_dir)  # its progress goes before its outcome prints
         seconds = time.time() - start
         if run_dir in self.lost:
             self.say(n, "stopped", point, " (another runner took over its stale claim)")
@@ -625,7 +679,7 @@ def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
         "recipe": recipe.path if rel.startswith("..") else rel,
         "recipe_stem": recipe.stem,
         "id": point.id,
-        "slug": point.slug,
+        "slug": os.path.basename(plan.run_dir(point)),  # the point's slug, or an earlier version's
         "bindings": point.bindings,
         "values": point.values,
         "gin_files": gin_files,
@@ -648,7 +702,7 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
         f"{len(count['failed'])} failed",
     ]
     parts += [f"{len(count[s])} {s}" for s in (UNUSABLE, "busy", "interrupted") if count[s]]
-    print(f"summary: {len(outcomes)} points in {_rel(plan.runs_root)}: " + ", ".join(parts))
+    print(f"summary: {_count(len(outcomes), 'point')} in {_rel(plan.runs_root)}: " + ", ".join(parts))
     for o in count["failed"]:
         print(f"  failed {o.point.slug}: {o.detail}")
     for o in count[UNUSABLE]:
@@ -656,6 +710,29 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
     for o in count["busy"]:
         print(f"  busy   {o.point.slug}: {o.detail}")
     return 1 if count["failed"] or count[UNUSABLE] else 130 if count["interrupted"] else 0
+
+
+def _shown_path(path: str) -> str:
+    """A path as a command shows it: relative to the repository (where `python runner.py` runs) or to the working
+    directory when inside either, else absolute."""
+    path = os.path.abspath(path)
+    for base in (ROOT, os.getcwd()):
+        rel = os.path.relpath(path, base)
+        if not rel.startswith(".."):
+            return rel
+    return path
+
+
+def runner_command(plan: Plan) -> str:
+    """The runner command a report names as its author: the recipe and the flags that decide which runs it
+    reads and where it goes (--smoke, --gin_param, --runs_dir, --report_dir)."""
+    parts = ["python", "runner.py", _shown_path(plan.recipe.path)]
+    parts += ["--smoke"] if FLAGS.smoke else []
+    parts += [arg for b in plan.gin_params for arg in ("--gin_param", b)]
+    for name in ("runs_dir", "report_dir"):
+        if FLAGS[name].value != FLAGS[name].default:
+            parts += [f"--{name}", _shown_path(FLAGS[name].value)]
+    return shlex.join(parts)
 
 
 def make_report(plan: Plan) -> int:
@@ -668,11 +745,13 @@ def make_report(plan: Plan) -> int:
     waiting = [p for p in plan.grid_points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
     if plan.sharded and waiting:
         print(
-            f"report: skipped, {len(waiting)} points of other shards are not done; when they are, run "
+            f"report: skipped, {_count(len(waiting), 'point')} of other shards {'is' if len(waiting) == 1 else 'are'} "
+            "not done; when they are, run "
             f"python -m supcon.report {_rel(plan.runs_root)} --out {_rel(plan.report_out)}"
         )
         return 0
-    cmd = [sys.executable, "-m", "supcon.report", plan.runs_root, "--out", plan.report_out]
+    cmd = [sys.executable, "-m", "supcon.report", plan.runs_root, "--out", plan.report_out,
+           "--command", runner_command(plan)]  # fmt: skip
     code = subprocess.run(cmd, env=child_env(threads_per_job(1))).returncode
     if code != 0:
         print(f"report: failed (exit code {code}): {' '.join(cmd)}")
@@ -703,7 +782,7 @@ def main(argv: list[str]) -> int:
         reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")  # a multi-host point: a process each
         if todo:
             how = "--serve (it then trains them)" if reuse else "--validate"
-            print(f"validating {len(todo)} points with python -m {FLAGS.main_module} {how} ...", flush=True)
+            print(f"validating {_count(len(todo), 'point')} with python -m {FLAGS.main_module} {how} ...", flush=True)
         server = validate(plan, todo, reuse=reuse) if todo else None
     except UsageError as e:
         print(f"runner.py: error: {e}", file=sys.stderr)
@@ -711,8 +790,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("interrupted before anything ran", file=sys.stderr)
         return 130
+    display = progress.Display(FLAGS.progress, FLAGS.progress_every)
     launcher = Launcher(plan, FLAGS.jobs, FLAGS.main_module, FLAGS.claim_timeout, reuse=reuse,
-                        workers=(server,) if server else ())
+                        workers=(server,) if server else (), display=display)
     outcomes = launcher.run()
     code = summarize(plan, outcomes)
     if code == 130:

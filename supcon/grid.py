@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from supcon.bindings import check_bindings
+from supcon.bindings import RUNTIME_MACROS, _configurable, _live, check_bindings, reach, references
 from supcon.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
     RECIPES_DIR,
     GridError,
@@ -199,17 +199,82 @@ def _slug_value(value: Any) -> str:
     return text or "none"
 
 
-def make_slug(values: dict[str, Any], pid: str) -> str:
+def _slug_text(values: dict[str, Any], keys: Sequence[str] | None = None) -> str:
+    """`key-value` of the `keys` of `values` (default all), in their order in `values` but SEED last."""
+    shown = sorted((k for k in values if keys is None or k in keys), key=lambda k: k == SEED)
+    return "_".join(f"{k.lower()}-{_slug_value(values[k])}" for k in shown) or "default"
+
+
+def make_slug(values: dict[str, Any], pid: str, keys: Sequence[str] | None = None) -> str:
     """A readable, filesystem-safe name: `method-supcon_temperature-0.1_seed-0`.
 
-    Keys keep their order in `values` (the grid's declaration order) except SEED, which goes last; a
-    slug longer than MAX_SLUG characters is cut and ends with the point id.
+    Writes the `keys` of `values` (default: all) in their order in `values` (the grid's declaration order)
+    except SEED, which goes last; a slug longer than MAX_SLUG characters is cut and ends with the point id.
+    `expand` chooses the keys (`slug_keys`).
     """
-    keys = sorted(values, key=lambda k: k == SEED)
-    slug = "_".join(f"{k.lower()}-{_slug_value(values[k])}" for k in keys) or "default"
+    slug = _slug_text(values, keys)
     if len(slug) > MAX_SLUG:
         slug = slug[: MAX_SLUG - 9].rstrip("-_.") + "-" + pid
     return slug
+
+
+def unread_keys(recipe: Recipe, values: dict[str, Any]) -> set[str]:
+    """The grid keys a point sets that nothing it runs reads (e.g. a cross-entropy point's pretraining epochs).
+
+    A key counts as unread when bindings refer to it (`%KEY`) but none in a scope the point enters
+    (`supcon.bindings.reach`), directly or through the macros those read. A key nothing refers to is a label
+    (the reporter reads it): it is read.
+    """
+    scopes, _ = reach(recipe, values)
+    macros = {**recipe.macros, **values}
+    todo = [
+        name for b in recipe.bindings if _configurable(b) and _live(b.scope, scopes)
+        for kind, name in references(b.value) if kind == "%"
+    ]  # fmt: skip
+    read = set(RUNTIME_MACROS)
+    while todo:
+        name = todo.pop()
+        if name not in read:
+            read.add(name)
+            todo += [n for kind, n in references(macros.get(name)) if kind == "%"]
+    return {k for k in values if k in recipe.macro_uses and k not in read}
+
+
+def _determined(rows: list[dict[str, str]], keys: list[str], key: str) -> bool:
+    """Whether `key`'s value (absent counts as a value) is the same in every two rows that agree on `keys`."""
+    seen: dict[tuple, str | None] = {}
+    for row in rows:
+        group = tuple(row.get(k) for k in keys)
+        if seen.setdefault(group, row.get(key)) != row.get(key):
+            return False
+    return True
+
+
+def slug_keys(recipe: Recipe, points: Sequence[Point]) -> list[list[str]]:
+    """The keys each point's slug writes.
+
+    Every key a point sets but never reads (`unread_keys`) is left out. When some slug would still be longer
+    than MAX_SLUG, the keys that tell no two points apart are left out of every slug: first those with one
+    value over the grid, then each key the remaining ones determine (gin references first, then from the last
+    declared; SEED stays), so the slugs keep every key that distinguishes points (e.g. `paper_table2`:
+    `method-supcon_dataset-cifar10`, its batch, epochs, learning rates and whitening statistics follow from
+    the two). A slug still too long is cut and ends with the point id (`make_slug`).
+    """
+    shown = [[k for k in p.values if k not in unread_keys(recipe, p.values)] for p in points]
+    if all(len(_slug_text(p.values, keys)) <= MAX_SLUG for p, keys in zip(points, shown, strict=True)):
+        return shown
+    rows = [{k: format_value(p.values[k]) for k in keys} for p, keys in zip(points, shown, strict=True)]
+    order = list(dict.fromkeys(k for keys in shown for k in keys))
+    kept = [k for k in order if not _determined(rows, [], k)]  # one value (or absent) everywhere: no help
+
+    def is_reference(key: str) -> bool:
+        return any(str(row.get(key, "")).startswith(("@", "%")) for row in rows)
+
+    for key in sorted(reversed(kept), key=lambda k: not is_reference(k)):  # stable: latest declared first
+        rest = [k for k in kept if k != key]
+        if key != SEED and _determined(rows, rest, key):
+            kept = rest
+    return [[k for k in keys if k in kept] for keys in shown]
 
 
 def expand(recipe: Recipe) -> list[Point]:
@@ -234,8 +299,9 @@ def expand(recipe: Recipe) -> list[Point]:
                     f"{where}: duplicate grid point {bindings} (points {seen[pid]} and {len(points)})"
                 )
             seen[pid] = len(points)
-            slug = make_slug(values, pid)
-            points.append(Point(recipe.stem, len(points), values, bindings, pid, slug))
+            points.append(Point(recipe.stem, len(points), values, bindings, pid, ""))
+    keys = slug_keys(recipe, points)
+    points = [dataclasses.replace(p, slug=make_slug(p.values, p.id, k)) for p, k in zip(points, keys, strict=True)]
     return _unique_slugs(points)
 
 

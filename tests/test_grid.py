@@ -139,10 +139,72 @@ def test_slugs_are_filesystem_safe_unique_and_short(tmp_path):
     assert len(set(slugs)) == len(slugs) == 6
     for p in points:
         assert SLUG_RE.match(p.slug) and len(p.slug) <= grid.MAX_SLUG, p.slug
-    assert "lr--0.5" in slugs[0]  # the sign of a negative number is kept
-    assert slugs[0].endswith(points[0].id) and slugs[2].endswith(points[2].id)  # long: cut + id
-    assert slugs[1] == "name-a-b-c_lr--0.5_long-y_seed-0-" + points[1].id  # collides with [3]
-    assert slugs[5] == "name-none_lr-1e-05_long-y_seed-0"  # ".." is no path component
+    # LONG overflows: SEED (one value) and LR (NAME determines it) tell no two points apart and are left out
+    assert slugs[0].endswith(points[0].id) and slugs[2].endswith(points[2].id)  # still long: cut + id
+    assert slugs[1] == "name-a-b-c_long-y-" + points[1].id  # collides with [3]
+    assert slugs[5] == "name-none_long-y"  # ".." is no path component
+    assert grid.make_slug({"LR": -0.5, "SEED": 0}, "0badc0de") == "lr--0.5_seed-0"  # the sign is kept
+
+
+def test_slugs_leave_out_keys_a_point_never_reads(tmp_path):
+    """A cross-entropy point's slug does not list the pretraining values it ignores; labels stay."""
+    text = (
+        "METHOD = 'supcon'\nEPOCHS = 1\nCE_EPOCHS = 1\nNOTE = ''\nSEED = 0\n"
+        "train.seed = %SEED\nsupcon/train.epochs = %EPOCHS\nce/train.epochs = %CE_EPOCHS\n"
+        "grid.points = [{'METHOD': 'supcon', 'EPOCHS': 5, 'NOTE': 'a'}, "
+        "{'METHOD': 'ce', 'EPOCHS': 5, 'CE_EPOCHS': 3, 'NOTE': 'b'}]\n"
+        "grid.axes = {'SEED': [0, 1]}\n"
+    )
+    recipe = grid.load_recipe(write(tmp_path, "m.gin", text))
+    points = grid.expand(recipe)
+    assert [p.slug for p in points] == [
+        "method-supcon_epochs-5_note-a_seed-0",
+        "method-supcon_epochs-5_note-a_seed-1",
+        "method-ce_ce_epochs-3_note-b_seed-0",  # EPOCHS is read only in the scope supcon/
+        "method-ce_ce_epochs-3_note-b_seed-1",
+    ]
+    assert grid.unread_keys(recipe, points[2].values) == {"EPOCHS"}
+    assert points[2].values["EPOCHS"] == 5  # still bound (point.json and the report keep it)
+
+
+def test_long_slugs_keep_the_keys_that_tell_points_apart(tmp_path):
+    """paper_table2's shape: METHOD and DATASET vary independently, the rest follows from them."""
+    points = "[" + ", ".join(
+        f"{{'METHOD': '{m}', 'BATCH_SIZE': {b}, 'LR': {lr}, 'DATASET': '{d}', 'MEAN': {mean}}}"
+        for d, mean in (("cifar10", (-0.0172, -0.0356, -0.107)), ("cifar100", (0.0142, -0.0266, -0.1184)))
+        for m, b, lr in (("supcon", 4096, 0.5), ("simclr", 1024, 0.5), ("other", 1024, 0.1))
+    ) + "]"
+    text = (
+        "METHOD = ''\nBATCH_SIZE = 1\nLR = 1\nDATASET = ''\nMEAN = ()\nSEED = 0\nSTAGE_AUGMENTER_WITH_A_LONG_NAME = @aug\n"
+        "t.b = %BATCH_SIZE\nt.lr = %LR\nt.d = %DATASET\nt.m = %MEAN\nt.s = %SEED\n"
+        "t.a = %STAGE_AUGMENTER_WITH_A_LONG_NAME\n"
+        f"grid.points = {points}\ngrid.axes = {{'SEED': [0, 1], 'STAGE_AUGMENTER_WITH_A_LONG_NAME': ['@x/a']}}\n"
+    )
+    slugs = [p.slug for p in grid.expand(grid.load_recipe(write(tmp_path, "t.gin", text)))]
+    assert slugs[:4] == [
+        "method-supcon_dataset-cifar10_seed-0", "method-supcon_dataset-cifar10_seed-1",
+        "method-simclr_dataset-cifar10_seed-0", "method-simclr_dataset-cifar10_seed-1",
+    ]
+    assert len(set(slugs)) == 12 and all(len(s) <= grid.MAX_SLUG for s in slugs)
+
+
+def test_every_recipe_has_unique_readable_slugs():
+    """Every recipe's slugs tell its points apart without the id; paper_table2's CIFAR-10 and CIFAR-100 points
+    differ, and its cross-entropy points list no pretraining or linear values (they read none)."""
+    for path in sorted(glob.glob(os.path.join(ROOT, "recipes", "*.gin"))):
+        if os.path.basename(path) == "smoke.gin":
+            continue
+        points = grid.expand(grid.load_recipe(path))
+        slugs = [p.slug for p in points]
+        assert len(set(slugs)) == len(slugs), (path, slugs)
+        for p in points:
+            assert SLUG_RE.match(p.slug) and len(p.slug) <= grid.MAX_SLUG and not p.slug.endswith(p.id), (path, p)
+    table2 = grid.expand(grid.load_recipe(os.path.join(ROOT, "recipes", "paper_table2.gin")))
+    assert {p.values["DATASET"] for p in table2 if "dataset-cifar100" in p.slug} == {"cifar100"}
+    assert {p.values["DATASET"] for p in table2 if "dataset-cifar10_" in p.slug + "_"} == {"cifar10"}
+    for p in table2:
+        if p.values["METHOD"] == "cross_entropy":
+            assert "pretrain" not in p.slug and "linear" not in p.slug, p.slug
 
 
 @pytest.mark.parametrize(
