@@ -28,9 +28,7 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -56,62 +54,12 @@ OURS = {  # name -> (live input pipeline?, extra gin bindings, environment): one
 TORCH = ("torch_eager_fp32", "torch_compile_fp32")
 
 
-def build_recipe_run(extra: list[str], workdir: str):
-    """Parses fmnist_table2.gin (+ `extra`) and returns the `Run` its SupCon point builds (real data)."""
-    import gin
-
-    from supcon import main as supcon_main
-    from supcon import train
-
-    supcon_main._register()
-    supcon_main.parse([RECIPE], BASE_PARAMS + extra)
-    built, original = [], train.Run
-
-    class _Built(Exception):
-        pass
-
-    def capture(*args):
-        built.append(original(*args))
-        raise _Built
-
-    train.Run = capture
-    try:
-        with gin.config_scope(supcon_main.method_scope()):
-            train.train_and_evaluate(workdir=workdir, mode="train")
-    except Exception:  # noqa: BLE001 - gin re-raises _Built as a proxy type
-        if not built:
-            raise
-    finally:
-        train.Run = original
-    return built[0]
-
-
-class WindowClock:
-    """The logger `Run.train_stage` calls at every logging window: one seconds-per-step figure per window."""
-
-    def __init__(self, channel):
-        self.channel, self.pending = channel, 0
-        self.record = {"seconds": [], "cpu_seconds": [], "losses": []}
-        self.resumed, self.cpu_resumed = time.perf_counter(), time.process_time()
-
-    def __call__(self, planned, step, window):
-        steps = max(1, window["steps"])
-        self.record["seconds"].append((time.perf_counter() - self.resumed) / steps)
-        self.record["cpu_seconds"].append((time.process_time() - self.cpu_resumed) / steps)
-        self.record["losses"].append(window["loss"][-1]["loss"])
-        self.pending -= 1
-        if self.pending <= 0:
-            self.pending = self.channel(self.record)  # blocks until the next command
-            self.record = {"seconds": [], "cpu_seconds": [], "losses": []}
-        self.resumed, self.cpu_resumed = time.perf_counter(), time.process_time()
-
-
 def ours_worker(name: str, warmup: int) -> None:
     import itertools
     import tempfile
 
     live, extra, _ = OURS[name.removeprefix("ours_")]
-    run = build_recipe_run(extra, tempfile.mkdtemp(prefix="supcon_small_scale_"))
+    run = train_step.build_recipe_run([RECIPE], BASE_PARAMS + extra, tempfile.mkdtemp(prefix="supcon_small_scale_"))
     planned = run.plan[0]
     found = (planned.batch_size, planned.stage.num_views, run.input_shape)
     if found != (BATCH, VIEWS, (SIZE, SIZE, 1)):
@@ -119,44 +67,19 @@ def ours_worker(name: str, warmup: int) -> None:
     if not live:
         cached = next(run._train_iterator(planned))
         run._train_iterator = lambda p, **_: itertools.repeat(cached)
-    clock = WindowClock(train_step._protocol())
+    clock = train_step.StepClock(train_step._protocol())
     clock.pending = warmup  # the first report (warm-up windows, tracing included) goes out unasked
     run.train_stage(planned, clock)
-
-
-def torch_worker(name: str, warmup: int, steps: int) -> None:
-    import _torch_reference as ref
-
-    step = ref.make_step(name, BATCH, VIEWS, threads=os.cpu_count(), width=WIDTH, image_channels=1,
-                         projection=(128,))
-    images, labels = ref.example_batch(BATCH, VIEWS, size=SIZE, channels=1)
-    channel = train_step._protocol()
-    pending = warmup * steps
-    while True:
-        record = {"seconds": [], "cpu_seconds": [], "losses": []}
-        for _ in range(pending):
-            tic, cpu = time.perf_counter(), time.process_time()
-            record["losses"].append(step(images, labels))
-            record["seconds"].append(time.perf_counter() - tic)
-            record["cpu_seconds"].append(time.process_time() - cpu)
-        pending = channel(record) * steps
 
 
 class Worker(train_step.Worker):
     """A worker process of this benchmark (same protocol as train_step's workers)."""
 
     def __init__(self, name: str, args):
-        self.name, self.batch, self.views = name, BATCH, VIEWS
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--warmup", str(args.warmup),
                    "--torch_steps", str(args.torch_steps)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]), TF_CPP_MIN_LOG_LEVEL="2")
-        env.update(OURS[name.removeprefix("ours_")][2] if name.startswith("ours_") else {})
-        self.log_path = os.path.join(args.log_dir, f"small_scale_{name}.log")
-        os.makedirs(args.log_dir, exist_ok=True)
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                     text=True, cwd=ROOT, env=env)
-        self.warmup = self._read()
+        env = OURS[name.removeprefix("ours_")][2] if name.startswith("ours_") else {}
+        self.start(name, BATCH, VIEWS, command, env, os.path.join(args.log_dir, f"small_scale_{name}.log"))
 
 
 def describe(name: str) -> str:
@@ -242,7 +165,8 @@ def main(argv=None) -> None:
     if args.worker.startswith("ours_"):
         ours_worker(args.worker, args.warmup)
     elif args.worker:
-        torch_worker(args.worker, args.warmup, args.torch_steps)
+        train_step.torch_worker(args.worker, BATCH, VIEWS, args.warmup, args.torch_steps, size=SIZE, width=WIDTH,
+                                image_channels=1, projection=(128,))
     else:
         run_benchmark(args)
 

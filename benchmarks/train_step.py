@@ -79,18 +79,27 @@ def synthetic_source(examples: int = 4096, size: int = 32, seed: int = 0):
 
 
 def build_run(params: list[str], workdir: str, examples: int = 4096):
-    """Parses the recipe, calls the gin root as `supcon.main` does and returns the `Run` it builds."""
+    """The benchmark recipe's `Run` on a synthetic CIFAR-shaped source (CIFAR-10 is not on this machine)."""
+    from supcon import main as supcon_main
+
+    files = [os.path.join(supcon_main.RECIPES_DIR, f) for f in ("base/cifar10.gin", "base/one_device.gin",
+                                                                 "protocols/supcon.gin")]
+    return build_recipe_run(files, params, workdir, synthetic_source(examples))
+
+
+def build_recipe_run(files: list[str], params: list[str], workdir: str, source=None):
+    """Parses the gin files, calls the gin root as `supcon.main` does and returns the `Run` it builds.
+
+    `source`, if given, replaces the dataset the recipe names."""
     import gin
 
     from supcon import data, train
     from supcon import main as supcon_main
 
     supcon_main._register()
-    files = [os.path.join(supcon_main.RECIPES_DIR, f) for f in ("base/cifar10.gin", "base/one_device.gin",
-                                                                 "protocols/supcon.gin")]
     supcon_main.parse(files, params)
-    source = synthetic_source(examples)
-    data.load_source = lambda name, data_dir=None: source  # CIFAR-10 is not on this machine
+    if source is not None:
+        data.load_source = lambda name, data_dir=None: source
     built, original = [], train.Run
 
     class _Built(Exception):
@@ -113,7 +122,8 @@ def build_run(params: list[str], workdir: str, examples: int = 4096):
 
 
 class StepClock:
-    """The logger `Run.train_stage` calls after every step: times steps and talks to the parent in between."""
+    """The logger `Run.train_stage` calls at every logging window: one seconds-per-step figure per window (the
+    benchmark recipes log every step), and it talks to the parent in between."""
 
     def __init__(self, channel):
         self.channel, self.pending = channel, 0
@@ -121,8 +131,9 @@ class StepClock:
         self.resumed, self.cpu_resumed = time.perf_counter(), time.process_time()
 
     def __call__(self, planned, step, window):
-        self.record["seconds"].append(time.perf_counter() - self.resumed)
-        self.record["cpu_seconds"].append(time.process_time() - self.cpu_resumed)
+        steps = max(1, window["steps"])
+        self.record["seconds"].append((time.perf_counter() - self.resumed) / steps)
+        self.record["cpu_seconds"].append((time.process_time() - self.cpu_resumed) / steps)
         self.record["losses"].append(window["loss"][-1]["loss"])
         self.pending -= 1
         if self.pending <= 0:
@@ -160,14 +171,16 @@ def ours_worker(name: str, batch: int, views: int, live: bool, warmup: int, widt
     run.train_stage(planned, clock)
 
 
-def torch_worker(name: str, batch: int, views: int, warmup: int) -> None:
-    """Worker for a PyTorch variant: same protocol, its own loop."""
+def torch_worker(name: str, batch: int, views: int, warmup: int, steps_per_command: int = 1, size: int = 32,
+                 **model) -> None:
+    """Worker for a PyTorch variant: same protocol, its own loop; a command of n means n x steps_per_command
+    steps. `model`: `_torch_reference.make_step`'s model options (width, image_channels, projection)."""
     import _torch_reference as ref
 
-    step = ref.make_step(name, batch, views, threads=os.cpu_count())
-    images, labels = ref.example_batch(batch, views)
+    step = ref.make_step(name, batch, views, threads=os.cpu_count(), **model)
+    images, labels = ref.example_batch(batch, views, size=size, channels=model.get("image_channels", 3))
     channel = _protocol()
-    pending = warmup
+    pending = warmup * steps_per_command
     while True:
         record = {"seconds": [], "cpu_seconds": [], "losses": []}
         for _ in range(pending):
@@ -175,7 +188,7 @@ def torch_worker(name: str, batch: int, views: int, warmup: int) -> None:
             record["losses"].append(step(images, labels))
             record["seconds"].append(time.perf_counter() - tic)
             record["cpu_seconds"].append(time.process_time() - cpu)
-        pending = channel(record)
+        pending = channel(record) * steps_per_command
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -186,14 +199,17 @@ class Worker:
     """A worker process (one variant at one batch size); its first message reports the warm-up steps."""
 
     def __init__(self, name: str, batch: int, args, live: bool = False):
-        self.name, self.batch, self.views = name, batch, args.views
         command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--batch", str(batch),
                    "--views", str(args.views), "--warmup", str(args.warmup), "--width", str(args.width)]
         command += ["--live"] if live else []
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]), TF_CPP_MIN_LOG_LEVEL="2")
-        env.update(OURS.get(name.removeprefix("ours_"), ([], {}))[1])
-        self.log_path = os.path.join(args.log_dir, f"{name}{'_live' if live else ''}_b{batch}.log")
-        os.makedirs(args.log_dir, exist_ok=True)
+        self.start(name, batch, args.views, command, OURS.get(name.removeprefix("ours_"), ([], {}))[1],
+                   os.path.join(args.log_dir, f"{name}{'_live' if live else ''}_b{batch}.log"))
+
+    def start(self, name: str, batch: int, views: int, command: list[str], env: dict, log_path: str) -> None:
+        """Starts the worker process (`env` on top of ours) and reads its warm-up report."""
+        self.name, self.batch, self.views, self.log_path = name, batch, views, log_path
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HERE]), TF_CPP_MIN_LOG_LEVEL="2", **env)
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True, cwd=ROOT, env=env)
