@@ -327,8 +327,7 @@ class Logger:
     def __init__(self, run: Run):
         self.run = run
         self.writer = tf.summary.create_file_writer(os.path.join(run.dir, wd.TB_DIR))
-        self.started = time.time()
-        self.first_step = int(run.step.numpy())
+        self.started = self.first_step = None  # set at the first window: after a resume has restored the step
 
     def __call__(self, p: stages.PlannedStage, step: int, window: dict):
         seconds = max(time.time() - window["time"], 1e-9)
@@ -344,6 +343,8 @@ class Logger:
             for key, value in record.items():
                 if isinstance(value, float) and key != "time":
                     tf.summary.scalar(f"train/{key}", value)
+        if self.first_step is None:
+            self.first_step, self.started = step - window["steps"], window["time"]
         done = step - self.first_step
         rate = done / max(time.time() - self.started, 1e-9)
         eta = (self.run.total_steps - step) / rate if rate > 0 else float("inf")
