@@ -136,11 +136,18 @@ def _paper_row(rkey: tuple, spec: dict, numbers: list[dict]) -> str | None:
     return mapping.get(WILDCARD) or infer_paper_row(numbers, spec["paper"], spec["stem"])
 
 
-class _Column:
-    """One metric column of the results table (for one column value), with its paper comparison."""
+SMOKE_PAPER = "smoke run: the column a real run fills"
 
-    def __init__(self, ckey: tuple, metric: str, title: str):
-        self.ckey, self.metric, self.title = ckey, metric, title
+
+class _Column:
+    """One metric column of the results table (for one column value), with its paper comparison.
+
+    With `smoke` (smoke runs: a few steps on a stand-in dataset) the paper's number is shown, so the mapping to the
+    paper is visible and tested, under a header that says so, and without the meaningless Δ.
+    """
+
+    def __init__(self, ckey: tuple, metric: str, title: str, smoke: bool = False):
+        self.ckey, self.metric, self.title, self.smoke = ckey, metric, title, smoke
         self.ours: list[str] = []
         self.paper: list[str] = []
         self.delta: list[str] = []
@@ -167,11 +174,15 @@ class _Column:
             return [self.title]
         where = sorted({(e["column"], e["model"]) for e in self.matched})
         paper = f"paper ({where[0][0]}, {where[0][1]})" if len(where) == 1 else "paper"
+        if self.smoke:
+            return [self.title, f"{paper} [{SMOKE_PAPER}]"]
         return [self.title, paper, "Δ"]
 
     def body(self, i: int) -> list[str]:
         """The cells of row `i`."""
-        return [self.ours[i]] + ([self.paper[i], self.delta[i]] if self.matched else [])
+        if not self.matched:
+            return [self.ours[i]]
+        return [self.ours[i], self.paper[i]] + ([] if self.smoke else [self.delta[i]])
 
 
 def results_table(
@@ -185,7 +196,8 @@ def results_table(
     """The results table as markdown, and the paper entries it quotes.
 
     Args:
-      runs: every run (done, failed, missing); planned counts include the unfinished ones.
+      runs: every run (done, failed, missing); planned counts include the unfinished ones. When any is a smoke
+        run (point.json), the paper's numbers are shown under a header that says so, without Δ.
       spec: the validated report spec (`paper`, `paper_rows`, `paper_columns`).
       rows, columns: the macros whose values make the rows and the columns.
       metrics: result.json keys to show.
@@ -194,12 +206,13 @@ def results_table(
     cells, row_order, col_order = _cells(runs, rows, columns)
     rkeys = sorted(row_order, key=row_order.get)
     ckeys = sorted(col_order, key=col_order.get)
+    smoke = any(r.point.get("smoke") for r in runs)
     table_columns = []
     for ckey in ckeys:
         for metric in metrics:
             unit = " (%)" if is_fraction(metric) else ""
             title = f"{' / '.join(ckey)} {metric}{unit}" if ckey else f"{metric}{unit}"
-            table_columns.append(_Column(ckey, metric, title))
+            table_columns.append(_Column(ckey, metric, title, smoke))
     for rkey in rkeys:
         paper_row = _paper_row(rkey, spec, numbers) if spec["paper"] else None
         for col in table_columns:
