@@ -99,13 +99,19 @@ def _weight_decay(p, cfg: dict, optimizer) -> dict:
     from supcon import optim
 
     s = p.stage
+    # A part trains when a loss of this stage reaches it: the classifier through the cross-entropy, the projection
+    # head through the contrastive loss, the encoder through either (the cross-entropy unless a stop-gradient).
+    reaches_encoder = s.contrastive_weight > 0 or (
+        s.cross_entropy_weight > 0 and not cfg["stop_gradient_before_classification_head"])
+    # (present, decayed: in the optimizer's variables and flagged, as Run._parts_variables, trained)
     parts = {
-        "encoder": (True, s.decay_encoder, s.train_encoder),
-        "projection_head": (bool(cfg["projection_head"]), s.decay_projection_head, s.train_encoder),
-        "classification_head": (True, s.decay_classification_head, True),
+        "encoder": (True, s.train_encoder and s.decay_encoder, s.train_encoder and reaches_encoder),
+        "projection_head": (bool(cfg["projection_head"]), s.train_encoder and s.decay_projection_head,
+                            s.train_encoder and s.contrastive_weight > 0),
+        "classification_head": (True, s.decay_classification_head, s.cross_entropy_weight > 0),
     }
     trained = [k for k, (present, _, trains) in parts.items() if present and trains]
-    decayed = [k for k, (present, decay, trains) in parts.items() if present and trains and decay]
+    decayed = [k for k, (present, decay, _) in parts.items() if present and decay]
     return {
         "coefficient": s.weight_decay,
         "applied": "inside LARS (grad += wd * w)" if isinstance(optimizer, optim.LARS) else "explicit L2 term wd * sum(w^2)/2",
@@ -226,7 +232,7 @@ def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, list):
-        return "(" + ", ".join(_short(v) for v in value) + ")"
+        return "(" + ", ".join(_short(v) for v in value) + ("," if len(value) == 1 else "") + ")"
     return str(value)
 
 
