@@ -11,6 +11,7 @@ point, and the exit code is 0 iff every point is valid. Environment: SUPCON_THRE
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 import re
 import sys
@@ -32,7 +33,29 @@ flags.DEFINE_string("validate", None, "Validate the points listed in this JSON f
 flags.DEFINE_boolean("serve", False, "Serve validate/train requests from stdin (supcon.worker protocol).")
 flags.DEFINE_integer("reply_fd", None, "With --serve: the file descriptor replies are written to.")
 
-RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+RECIPES_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "recipes")
+
+
+def _own_or_warning(record) -> bool:
+    """A log record to keep: WARNING and above from anyone, INFO and below only from this package."""
+    return record.levelno >= py_logging.WARNING or record.pathname.startswith(PACKAGE_DIR + os.sep)
+
+
+def quiet_third_party_logs() -> None:
+    """Keeps other libraries' INFO lines out of the run's log; theirs at WARNING and above, and ours, stay.
+
+    tfds (dataset info, readers), TensorFlow's checkpoint saver ("Sharding callback duration") and the SavedModel
+    writer log at INFO through absl's handler, one or two lines per checkpoint: noise between our progress lines.
+    An explicit --verbosity (or -v) keeps everything at the level it asks for.
+    """
+    from absl import logging
+
+    if FLAGS["verbosity"].present:
+        return
+    handler = logging.get_absl_handler()
+    if _own_or_warning not in handler.filters:
+        handler.addFilter(_own_or_warning)
 
 
 # Keras imports these at start-up when they are installed, for helpers a trainer never uses (its scikit-learn
@@ -338,6 +361,7 @@ def serve(reply_fd: int) -> int:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_third_party_logs()
     _import_tensorflow_quietly()
     _register()
     if FLAGS.serve:

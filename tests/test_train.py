@@ -317,3 +317,177 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
     assert len(losses[0]) == 4 and np.all(np.isfinite(losses[0]))  # 3 pretrain steps + 1 linear step
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
     assert read(tmp_path / "worker0", wd.RESULT)["eval/examples"] == 360
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The memory queue, continuous evaluation and the k-NN probe's value
+
+
+def test_memory_queue_keeps_the_last_entries_fifo_with_their_labels():
+    from supcon import steps
+
+    queue = steps.MemoryQueue(5, 2)
+    features, labels = queue.contents()
+    assert features.shape == (0, 2) and labels.shape == (0,)
+
+    def push(first, n):  # entry i is the feature (i, -i) with label i % 3
+        i = np.arange(first, first + n)
+        queue.push(np.stack([i, -i], axis=1).astype(np.float32), i % 3)
+
+    def entries():
+        features, labels = (t.numpy() for t in queue.contents())
+        np.testing.assert_array_equal(features[:, 1], -features[:, 0])
+        np.testing.assert_array_equal(labels, features[:, 0].astype(int) % 3)  # each label stays with its entry
+        return features[:, 0].astype(int).tolist()
+
+    push(0, 3)
+    assert entries() == [0, 1, 2] and int(queue.count) == 3
+    push(3, 4)  # 7 entries in 5 slots: entry i lives in slot i mod 5, so 5 and 6 replaced the oldest, 0 and 1
+    assert entries() == [5, 6, 2, 3, 4] and int(queue.count) == 7
+    oldest = int(queue.count) % 5
+    assert np.roll(entries(), -oldest).tolist() == [2, 3, 4, 5, 6]  # first in, first out
+    push(7, 8)  # more than it holds at once: the last 5 (10..14) are kept, continuing from slot 7 mod 5 = 2
+    assert entries() == [13, 14, 10, 11, 12] and int(queue.count) == 12
+
+
+def queue_state(workdir):
+    """The memory queue's variables in a run's latest checkpoint: {'features', 'labels', 'count'}."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(workdir / wd.CKPT_DIR))
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith("queue/")]
+    return {n.split("/")[1]: reader.get_tensor(n) for n in names}
+
+
+QUEUE = ("MEMORY_SIZE = 48", "train_and_evaluate.export_model = False",  # protocols/supcon.gin binds it scoped
+         "train_and_evaluate.save_embeddings = 0")
+
+
+def kill_after_checkpoint(workdir, step, *params):
+    """Starts a run and SIGKILLs it once its checkpoint of `step` exists (as a pre-empted job)."""
+    proc = subprocess.Popen(main_cmd(workdir, *params), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt, deadline = workdir / wd.CKPT_DIR, time.time() + 300
+    while not (ckpt.is_dir() and any(n.startswith(f"ckpt-{step}.") for n in os.listdir(ckpt))):
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail("the run ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / wd.RESULT).exists()
+
+
+def test_memory_queue_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path):
+    """Resume restores the queue with the step, the optimizer and the data position: the resumed run's losses,
+    queue and metrics are the uninterrupted run's (one served process trains both; a killed one-shot run
+    starts meanwhile)."""
+    from supcon.worker import Worker
+
+    server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
+    try:
+        kill_after_checkpoint(tmp_path / "killed", 8, *QUEUE)
+
+        def train(name):
+            request = {"op": "train", "workdir": str(tmp_path / name), "gin_files": [TINY], "gin_params": list(QUEUE),
+                       "log": str(tmp_path / f"{name}.log")}
+            assert server.request(request) == {"code": 0, "retire": False}, (tmp_path / f"{name}.log").read_text()
+
+        train("full")
+        train("killed")
+    finally:
+        server.close()
+    resumed = re.search(r"stage pretrain: steps (\d+)\.\.", (tmp_path / "killed.log").read_text())
+    assert resumed and 4 <= int(resumed.group(1)) < 24  # resumed inside the stage that fills the queue
+    full, killed = queue_state(tmp_path / "full"), queue_state(tmp_path / "killed")
+    assert int(full["count"]) == 24 * 32  # every pretraining sample was pushed (view 0), none in the linear stage
+    assert full["features"].shape[0] == 48 and set(full["labels"].tolist()) <= set(range(10))
+    for key in ("features", "labels", "count"):
+        np.testing.assert_array_equal(killed[key], full[key], err_msg=key)
+    losses = {r["step"]: r["loss"] for r in train_records(tmp_path / "full")}
+    after = {r["step"]: r["loss"] for r in train_records(tmp_path / "killed")}  # the later record of a step wins
+    assert sorted(after) == sorted(losses)
+    np.testing.assert_allclose([after[s] for s in sorted(after)], [losses[s] for s in sorted(losses)], rtol=1e-6)
+    a, b = read(tmp_path / "full", wd.RESULT), read(tmp_path / "killed", wd.RESULT)
+    for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1", "step"):
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
+
+
+def test_continuous_eval_follows_a_trainer_and_finishes_after_the_final_checkpoint(finished_run, tmp_path):
+    """A trainer ('train') and an evaluator ('continuous_eval') on one run dir: the evaluator evaluates the
+    checkpoints it sees and writes result.json from the final one, equal to a train_then_eval run's; both logs
+    hold no third-party INFO lines (tfds, the checkpoint and SavedModel writers)."""
+    workdir = tmp_path / "shared"
+    evaluator = subprocess.Popen(
+        main_cmd(workdir, "train_and_evaluate.mode = 'continuous_eval'", "train_and_evaluate.eval_poll_seconds = 0.2",
+                 "train_and_evaluate.eval_timeout_seconds = 300"),
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    trainer = subprocess.Popen(main_cmd(workdir, "train_and_evaluate.mode = 'train'"), cwd=ROOT, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        trained = trainer.communicate(timeout=600)
+        evaluated = evaluator.communicate(timeout=600)
+    finally:
+        for proc in (trainer, evaluator):
+            if proc.poll() is None:
+                proc.kill()
+    assert trainer.returncode == 0, trained[1][-3000:]
+    assert evaluator.returncode == 0, evaluated[1][-3000:]
+    assert "eval at step" not in trained[0] and "step 32/32 [linear]" in trained[0]
+    result, final = read(workdir, wd.RESULT), read(finished_run, wd.RESULT)
+    assert result["step"] == 32
+    for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1"):
+        assert result[key] == pytest.approx(final[key], rel=1e-6, abs=1e-7), key
+    evals = [r["step"] for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "eval"]
+    assert evals[-1] == 32 and evals == sorted(set(evals)) and all(s % 4 == 0 for s in evals)  # checkpoint steps
+    assert os.listdir(workdir / wd.EXPORT_DIR)
+    for out in (trained[1], evaluated[1]):
+        assert not re.search(r"^I\d{4} ", out, re.M), [line for line in out.splitlines() if line.startswith("I")]
+
+
+def test_knn_top1_on_a_hand_made_embedding():
+    """Cosine k-NN with votes weighted exp(cos / 0.07): values worked out by hand."""
+    from supcon import evaluate
+
+    train = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])  # unit vectors
+    train_labels = np.array([0, 1, 1, 2])
+    test = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.96, 0.28]])
+    test_labels = np.array([0, 2, 1, 1])
+    # k = 3. q0 = (1, 0): cosines 1, .8, .6 to train 0, 1, 2 -> class 0 gets e^(1/.07) = e^14.29, class 1
+    #   e^11.43 + e^8.57: 0, right (a plain majority would say 1).
+    # q1 = (0, 1): the mirror image -> class 2: right.
+    # q2 = (.8, .6): cosines 1, .96, .8 to train 1, 2, 0 -> class 1: right.
+    # q3 = (.96, .28): cosines .96, .936, .8 to train 0, 1, 2 -> class 0 e^13.71 = 9.0e5 beats class 1
+    #   e^13.37 + e^11.43 = 6.4e5 + 0.9e5: 0, wrong (a majority would say 1, right).
+    assert evaluate.knn_accuracy(train, train_labels, test, test_labels, k=3) == 0.75
+    # k = 1: the nearest neighbour alone: 0, 2, 1, 0 -> 3 of 4; k above the reference set counts all 4 (q3: class 0
+    # e^13.71 + nothing vs class 1 e^13.37 + e^11.43, class 2 e^4): 3 of 4; chunks change nothing.
+    assert evaluate.knn_accuracy(train, train_labels, test, test_labels, k=1) == 0.75
+    assert evaluate.knn_accuracy(train, train_labels, test, test_labels, k=10, num_classes=5, chunk=1) == 0.75
+    assert evaluate.knn_accuracy(train, train_labels, test[:3], np.array([1, 1, 1]), k=3) == pytest.approx(1 / 3)
+    # A tie (equal weights for classes 1 and 0) goes to the lower class index (argmax keeps the first).
+    tie_train, tie_labels = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1, 0])
+    middle = np.array([[np.sqrt(0.5), np.sqrt(0.5)]])
+    assert evaluate.knn_accuracy(tie_train, tie_labels, middle, np.array([0]), k=2) == 1.0
+    assert evaluate.knn_accuracy(tie_train, tie_labels, middle, np.array([1]), k=2) == 0.0
+    with pytest.raises(ValueError, match="knn_k must be >= 1"):
+        evaluate.knn_accuracy(train, train_labels, test, test_labels, k=0)
+
+
+def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys):
+    """After a resume at step 500, the ETA comes from the steps trained since, not from step 0."""
+    import types
+
+    import tensorflow as tf
+
+    from supcon import train
+
+    run = types.SimpleNamespace(dir=str(tmp_path), total_steps=1000,
+                                optimizers=[types.SimpleNamespace(learning_rate=tf.constant(0.1))])
+    logger = train.Logger(run)
+    planned = types.SimpleNamespace(batch_size=10, index=0, stage=types.SimpleNamespace(name="pretrain"))
+    window = {"loss": [{"loss": 1.0}] * 20, "time": time.time() - 2.0, "steps": 20}  # 10 steps/s
+    logger(planned, 520, window)
+    logger.close()
+    eta = re.search(r"ETA (\d+)m(\d+)s", capsys.readouterr().out)
+    assert eta and 40 <= 60 * int(eta[1]) + int(eta[2]) <= 50  # 480 steps at ~10 steps/s
+    assert os.path.getsize(tmp_path / wd.METRICS) > 0
