@@ -52,7 +52,7 @@ class State:
             return True
         if match := STAGE_RE.match(line):
             self.stage, self.step, self.total = match.group(1), int(match.group(2)), int(match.group(4))
-            self.evaluating = False
+            self.loss, self.eta, self.evaluating = "", "", False  # the previous stage's
             return True
         if EVAL_RE.match(line):
             self.evaluating = True

@@ -583,6 +583,8 @@ def test_progress_parses_the_trainers_lines_and_fits_the_terminal(tmp_path):
     line = "step 340/5468 [pretrain] loss 0.5328 lr 0.9851 1619 img/s ETA 13m28s"
     assert state.update(line) and state.text() == "pretrain 340/5468 loss 0.5328 ETA 13m28s"
     assert state.text(bar=True) == "pretrain [=>                  ] 340/5468 loss 0.5328 ETA 13m28s"
+    state.update("stage linear: steps 3906..5468 of 5468")
+    assert state.text() == "linear 3906/5468"  # not the pretraining loss and ETA
     state.update("step 5468/5468 [linear] loss 0.1000 lr 0 900 img/s ETA 0m00s")
     assert state.text() == "linear 5468/5468 loss 0.1000 evaluating"
 
