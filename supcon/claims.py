@@ -44,7 +44,7 @@ from supcon.claims_stats import (
     welch_difference,
 )
 from supcon.paper_numbers import read_csv_lines
-from supcon.report_data import SEED, Run, group_key, sort_key, value_label
+from supcon.report_data import SEED, Run, group_key, group_runs, value_label
 
 PAPER_CLAIMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_claims.csv")
 FIELDS = (
@@ -398,16 +398,8 @@ KIND_TESTS = {
 
 def _strata(runs: Sequence[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
     """Runs grouped by their values of `macros`, as ('M=v, N=w', runs), in value order."""
-    groups: dict[tuple, list[Run]] = {}
-    order: dict[tuple, tuple] = {}
-    for run in runs:
-        key = tuple(value_label(run.values.get(m)) for m in macros)
-        groups.setdefault(key, []).append(run)
-        order[key] = tuple(sort_key(run.values.get(m)) for m in macros)
-    return [
-        (", ".join(f"{m}={v}" for m, v in zip(macros, key, strict=True)), groups[key])
-        for key in sorted(groups, key=order.get)
-    ]
+    return [(", ".join(f"{m}={v}" for m, v in zip(macros, key, strict=True)), members)
+            for key, members in group_runs(runs, macros)]
 
 
 def evaluate(claim: Claim, runs: Sequence[Run], within: Sequence[str] = ()) -> list[Verdict]:

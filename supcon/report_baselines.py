@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from supcon import baselines, workdir
 from supcon.claims_stats import Undetermined, one_sample_difference
-from supcon.report_data import MISSING, Run, sort_key, value_label
+from supcon.report_data import MISSING, Run, group_runs
 from supcon.report_header import DATASET_NAMES
 from supcon.report_tables import format_cell, markdown_table, summarize
 
@@ -41,13 +41,7 @@ def _difference(values: list[float], reference: float) -> str:
 
 
 def _row_groups(runs: list[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
-    groups: dict[tuple, list[Run]] = {}
-    order: dict[tuple, tuple] = {}
-    for run in runs:
-        key = tuple(value_label(run.values.get(m)) for m in macros)
-        groups.setdefault(key, []).append(run)
-        order[key] = tuple(sort_key(run.values.get(m)) for m in macros)
-    return [(" / ".join(k) or "all", groups[k]) for k in sorted(groups, key=order.get)]
+    return [(" / ".join(key) or "all", members) for key, members in group_runs(runs, macros)]
 
 
 def comparison(

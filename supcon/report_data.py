@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from supcon import workdir
@@ -81,6 +82,17 @@ def sort_key(value: Any) -> tuple:
     if value is None:
         return (3, 0.0, "")
     return (2, 0.0, value_label(value))
+
+
+def group_runs(runs: Sequence[Run], macros: Sequence[str]) -> list[tuple[tuple[str, ...], list[Run]]]:
+    """Runs grouped by their values of `macros`: (value labels, runs) pairs in value order."""
+    groups: dict[tuple, list[Run]] = {}
+    order: dict[tuple, tuple] = {}
+    for run in runs:
+        key = tuple(value_label(run.values.get(m)) for m in macros)
+        groups.setdefault(key, []).append(run)
+        order[key] = tuple(sort_key(run.values.get(m)) for m in macros)
+    return [(key, groups[key]) for key in sorted(groups, key=order.get)]
 
 
 def _notes(path: str) -> tuple[dict, dict, list[str]]:
