@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -129,16 +128,7 @@ def run_benchmark(args) -> None:
         for w in workers:
             w.close()
     rows = train_step.summarize(workers, timed, {})
-    ours_rows = [r for r in rows if r["variant"].startswith("ours_")]
-    torch_rows = [r for r in rows if not r["variant"].startswith("ours_")]
-    live = next(r for r in ours_rows if r["variant"] == "ours_live")
-    best_torch = max(torch_rows, key=lambda r: r["images_per_second"])
-    per_round = train_step.round_ratios(timed, live, best_torch)
-    speedup = {"ratio": live["images_per_second"] / best_torch["images_per_second"], "torch": best_torch["variant"],
-               "round_median": statistics.median(per_round), "round_min": min(per_round),
-               "round_max": max(per_round),
-               "per_ours": {r["variant"].removeprefix("ours_"): r["images_per_second"] / best_torch["images_per_second"]
-                            for r in ours_rows}}
+    speedup = train_step.speedup_of(rows, timed, ours_variant="ours_live")
     wall = {r["variant"]: r["median_step_seconds"] for r in rows}
     text = markdown(rows, speedup, args, wall)
     print(text)

@@ -521,14 +521,15 @@ def step_markdown(rows: list[dict], args, speedup: dict) -> str:
     return "\n".join(lines)
 
 
-def speedup_of(rows: list[dict], timed: dict) -> dict:
-    """Ours (best variant) over the fastest PyTorch variant, overall and round by round."""
+def speedup_of(rows: list[dict], timed: dict, ours_variant: str | None = None) -> dict:
+    """Ours (the best variant, or `ours_variant`) over the fastest PyTorch variant, overall and round by round."""
     ours = [r for r in rows if r["variant"].startswith("ours_")]
     torch = [r for r in rows if r["variant"].startswith("torch_")]
     if not ours or not torch:
         nan = float("nan")
         return {"ratio": nan, "ours": "?", "torch": "?", "round_median": nan, "round_min": nan, "round_max": nan}
-    best_ours = max(ours, key=lambda r: r["images_per_second"])
+    best_ours = (next(r for r in ours if r["variant"] == ours_variant) if ours_variant
+                 else max(ours, key=lambda r: r["images_per_second"]))
     best_torch = max(torch, key=lambda r: r["images_per_second"])
     per_round = round_ratios(timed, best_ours, best_torch)
     return {"ratio": best_ours["images_per_second"] / best_torch["images_per_second"],
