@@ -13,7 +13,7 @@ import math
 import os
 import re
 
-from supcon import workdir
+from supcon import report_metrics
 
 PAPER_NUMBERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper_numbers.csv")
 PAPER_FIELDS = ("table", "row", "column", "metric", "value", "model", "source")
@@ -90,7 +90,7 @@ def load_paper_numbers(path: str = PAPER_NUMBERS) -> list[dict]:
     Raises:
       ValueError: one line naming the file and line: unreadable or not UTF-8, a wrong header, a row with the
         wrong number of fields, an empty table/row/metric, a value that is not a number, a metric that no run
-        writes (`workdir.RESULT_METRICS`), or two rows with the same table, row, column and metric.
+        writes (`report_metrics.is_metric`), or two rows with the same table, row, column and metric.
     """
     lines = read_csv_lines(path)
     (_, header), body = lines[0], lines[1:]
@@ -105,10 +105,9 @@ def load_paper_numbers(path: str = PAPER_NUMBERS) -> list[dict]:
         for name in ("table", "row", "metric"):
             if not row[name].strip():
                 raise ValueError(f"{where}: empty {name}")
-        if row["metric"] not in workdir.RESULT_METRICS:
+        if not report_metrics.is_metric(row["metric"]):
             raise ValueError(
-                f"{where}: metric {row['metric']!r} is not one a run writes "
-                f"({', '.join(workdir.RESULT_METRICS)})"
+                f"{where}: metric {row['metric']!r} is not one a run writes ({report_metrics.known_metrics()})"
             )
         row["value"] = _number(row["value"], where)
         key = (row["table"], paper_label(row["row"]), paper_label(row["column"]), row["metric"])
@@ -117,6 +116,11 @@ def load_paper_numbers(path: str = PAPER_NUMBERS) -> list[dict]:
         seen[key] = number
         rows.append(row)
     return rows
+
+
+def format_paper(value: float) -> str:
+    """A paper number as printed: one decimal (96.0, 67.2), or all its digits (78.24, an ECE of 0.039)."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
 
 
 def table_labels(numbers: list[dict], table: str, field: str) -> set[str]:

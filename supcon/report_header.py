@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from supcon import workdir
 from supcon.report_data import MISSING, SKIPPED, Run, value_label
-from supcon.report_tables import markdown_table, paper_label
+from supcon.report_tables import format_paper, markdown_table, paper_label
 
 DATASET_NAMES = {
     "fashion_mnist": "Fashion-MNIST",
@@ -195,4 +195,4 @@ def paper_note(quoted: list[dict], scale: dict[str, list[str]]) -> list[str]:
             "rows and the gaps between them."
         )
     lines = [note, "", "Paper numbers quoted (supcon/paper_numbers.csv):"]
-    return lines + [f"- {e['source']}: {e['value']:.1f}" for e in quoted] + [""]
+    return lines + [f"- {e['source']}: {format_paper(e['value'])}" for e in quoted] + [""]

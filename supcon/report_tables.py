@@ -12,6 +12,7 @@ from supcon import workdir
 from supcon.paper_numbers import (  # noqa: F401  (re-exported: the reporter's tables use the paper's numbers)
     PAPER_NUMBERS,
     WILDCARD,
+    format_paper,
     load_paper_numbers,
     paper_label,
 )
@@ -164,7 +165,7 @@ class _Column:
             self.delta.append(MISSING)
             return
         self.matched.append(entry)
-        self.paper.append(f"{entry['value']:.1f}")
+        self.paper.append(format_paper(entry["value"]))
         ours = None if mean is None else (100 * mean if fraction else mean)
         self.delta.append(MISSING if ours is None else f"{ours - entry['value']:+.2f}")
 

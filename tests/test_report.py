@@ -384,6 +384,9 @@ def test_paper_numbers_file_and_lookup():
         "table5",
         "table8",
         "table9",
+        "figure3",
+        "table6",
+        "table7",
         "text",
     }
     assert report_tables.paper_lookup(numbers, "table1", "L_in", None, "eval/top1")["value"] == 67.4
