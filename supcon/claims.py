@@ -5,16 +5,20 @@ at recipe load that each id exists and that its rows match points of the grid, a
 with one verdict per claim (and per setting of the other report rows/columns, so that no comparison pools
 different datasets or architectures). Kinds of claim and their tests (scipy.stats, 95% intervals, two-sided p):
 
-* `greater` (row a > row b): the difference of means a - b with a paired t interval when both rows finished the
-  same SEED values (one run each), else Welch's t interval.
+* `greater` (row a > row b) and `less` (row a < row b): the difference of means a - b with a paired t interval
+  when both rows finished the same SEED values (one run each), else Welch's t interval.
 * `lowest` / `highest` (row a below / above every other value of `axis`): the same test between a and the other
   value with the lowest / highest mean, the hardest comparison.
 * `increasing` (the metric rises with `axis`): Spearman's rank correlation over every finished run, with
   Fisher's z interval on the ranks (`pearsonr(...).confidence_interval()` on `rankdata`); its p equals
-  `spearmanr`'s.
+  `spearmanr`'s. The axis `SEVERITY` is not a macro but the corruption severity inside each run
+  (`report_metrics.by_severity`: each run once per severity, 0 = clean; metric eval/top1 or eval/ece).
 * `lower_spread` (row a varies less than row b across hyperparameters): the Brown-Forsythe test on the per-setting
   means (seeds averaged): the difference of the mean absolute deviations from each row's median with a pooled t
   interval; its p equals `levene(center='median')`'s.
+
+Metrics are result.json keys or the reporter's derived ones (`supcon.report_metrics`: robust/mce and
+robust/relative_mce need `report.robustness`, and are computed per run before claims are tested).
 
 Verdicts: *reproduced* when the interval excludes 0 on the paper's side, *contradicted* when it excludes 0 on the
 other side, *inconclusive* otherwise, including when there are too few runs to test. No TensorFlow here, and
@@ -29,7 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from supcon import workdir
+from supcon import report_metrics, workdir
 from supcon.claims_stats import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -54,6 +58,7 @@ FIELDS = (
 # kind -> the fields it needs besides id, source, kind, metric and statement
 KINDS = {
     "greater": ("a", "b"),
+    "less": ("a", "b"),
     "lowest": ("a", "axis"),
     "highest": ("a", "axis"),
     "increasing": ("axis",),
@@ -121,9 +126,9 @@ def _parse_row(row: dict[str, str], where: str) -> Claim:
         raise ClaimError(f"{where}: id {row['id']!r} must be lower_case_with_underscores")
     if row["kind"] not in KINDS:
         raise ClaimError(f"{where}: kind {row['kind']!r} must be one of {', '.join(KINDS)}")
-    if row["metric"] not in workdir.RESULT_METRICS:
+    if not report_metrics.is_metric(row["metric"]):
         raise ClaimError(
-            f"{where}: metric {row['metric']!r} is not one a run writes ({', '.join(workdir.RESULT_METRICS)})"
+            f"{where}: metric {row['metric']!r} is not one a run writes ({report_metrics.known_metrics()})"
         )
     for name in ("source", "metric", "statement") + KINDS[row["kind"]]:
         if not row[name].strip():
@@ -132,6 +137,13 @@ def _parse_row(row: dict[str, str], where: str) -> Claim:
     axis = row["axis"].strip()
     if axis and not KEY_RE.match(axis):
         raise ClaimError(f"{where}: axis {axis!r} must be an UPPER_CASE macro name")
+    if axis == report_metrics.SEVERITY and (
+        row["kind"] != "increasing" or row["metric"] not in report_metrics.SEVERITY_METRICS
+    ):
+        raise ClaimError(
+            f"{where}: axis {axis} (corruption severity within each run) needs kind increasing and metric "
+            f"{' or '.join(report_metrics.SEVERITY_METRICS)}"
+        )
     if row["kind"] in ("lowest", "highest") and list(a) != [axis]:
         raise ClaimError(
             f"{where}: a of a {row['kind']} claim must be one value of its axis {axis}"
@@ -197,7 +209,9 @@ def grid_misfit(claim: Claim, points: Sequence[dict], noun: str = "grid point") 
         selector = getattr(claim, name)
         if selector and not any(matches(p, selector) for p in points):
             return f"no {noun} has {format_selector(selector)}"
-    if claim.axis and len({value_label(p[claim.axis]) for p in points if claim.axis in p}) < 2:
+    severity = claim.axis == report_metrics.SEVERITY  # the runs' results hold it, not the grid
+    levels = {value_label(p[claim.axis]) for p in points if claim.axis in p}
+    if claim.axis and not severity and len(levels) < 2:
         return f"fewer than 2 values of {claim.axis} in the {noun}s"
     if claim.kind == "lower_spread":
         for selector in (claim.a, claim.b):
@@ -279,7 +293,10 @@ def compare_rows(
     """
     a, b = _finished(a_runs, metric), _finished(b_runs, metric)
     if not a or not b:
-        raise Undetermined(f"no run of {names[0] if not a else names[1]} finished")
+        name, members = (names[0], a_runs) if not a else (names[1], b_runs)
+        if any(r.state == workdir.DONE for r in members):
+            raise Undetermined(f"no finished run of {name} reports {metric}")
+        raise Undetermined(f"no run of {name} finished")
     seeds_a = [r.values.get(SEED) for r, _ in a]
     seeds_b = [r.values.get(SEED) for r, _ in b]
     labels_a, labels_b = [value_label(s) for s in seeds_a], [value_label(s) for s in seeds_b]
@@ -312,13 +329,15 @@ def _decide(claim: Claim, compute, sign: int, compared: str) -> Verdict:
 
 
 def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
+    """Row a above row b (`greater`) or below it (`less`): the difference a - b."""
     a = [r for r in runs if matches(r.values, claim.a)]
     b = [r for r in runs if matches(r.values, claim.b)]
     if not a or not b:
         return None
     names = format_selector(claim.a), format_selector(claim.b)
     compared = f"{names[0]} − {names[1]}"
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), +1, compared)
+    sign = -1 if claim.kind == "less" else +1
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), sign, compared)
 
 
 def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -360,14 +379,20 @@ def axis_number(claim: Claim, value: Any) -> float:
 
 def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     swept = [r for r in runs if claim.axis in r.values]
+    severity = claim.axis == report_metrics.SEVERITY
     if len({value_label(r.values[claim.axis]) for r in swept}) < 2:
+        if severity and swept:
+            why = "no finished run reports a corrupted test set (corruption/severity_<s>/* in result.json)"
+            return Verdict(claim, "", INCONCLUSIVE, None, "", why)
         return None
 
     def compute() -> Estimate:
         done = _finished(swept, claim.metric)
         x = [axis_number(claim, r.values[claim.axis]) for r, _ in done]
         estimate = rank_trend(x, [v for _, v in done])
-        return dataclasses.replace(estimate, n=estimate.n + _progress(len(done), len(swept)))
+        note = "each run once per severity, 0 = clean" if severity else ""
+        n = estimate.n + _progress(len(done), len(swept))
+        return dataclasses.replace(estimate, n=n, note=note)
 
     return _decide(claim, compute, +1, f"{claim.metric} vs {claim.axis}")
 
@@ -389,6 +414,7 @@ def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
 
 KIND_TESTS = {
     "greater": _greater,
+    "less": _greater,
     "lowest": _extreme,
     "highest": _extreme,
     "increasing": _increasing,
@@ -406,6 +432,8 @@ def evaluate(claim: Claim, runs: Sequence[Run], within: Sequence[str] = ()) -> l
     """Tests a claim on the runs, separately for each setting of the macros `within` (the report's rows and
     columns) that the claim does not name; settings that lack a compared row are skipped. A spread claim spans
     the whole grid. Never raises for missing data: such a verdict is inconclusive with the reason."""
+    if claim.axis == report_metrics.SEVERITY and all(claim.axis not in r.values for r in runs):
+        runs = report_metrics.by_severity(runs)  # each run once per severity
     varying = {m for m in within if len({value_label(r.values.get(m)) for r in runs}) > 1}
     macros = [] if claim.kind == "lower_spread" else [
         m for m in dict.fromkeys(within) if m in varying and m not in claim.macros and m != SEED

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 from supcon import claims
 from supcon.report_data import MISSING, Run
-from supcon.report_tables import is_fraction, markdown_table
+from supcon.report_tables import format_paper, is_fraction, markdown_table
 
 CLAIMS_LEGEND = (
-    "Ours is the statistic with its 95% confidence interval. For a claim that row A beats row B: the difference "
-    "of means A − B, paired t over seeds when both rows finished the same SEED values, else Welch's t (lowest / "
-    "highest: against the other value of the axis with the lowest / highest mean). For a rise along a swept "
-    "value: Spearman's ρ over all finished runs with Fisher's z interval. For a lower spread: the Brown-Forsythe "
-    "test on the per-setting means, as the difference of mean absolute deviations from the median (the sample "
-    "standard deviations beside it). p is two-sided. **reproduced**: the interval excludes 0 on the paper's "
-    "side; **contradicted**: it excludes 0 on the other side; inconclusive: otherwise, or too few runs. One "
-    "test per claim and setting, without correction for multiple comparisons. Accuracy differences are in "
-    "percentage points (pp). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
+    "Ours is the statistic with its 95% confidence interval. For a claim that row A is above (or below) row "
+    "B: the difference of means A − B, paired t over seeds when both rows finished the same SEED values, else "
+    "Welch's t (lowest / highest: against the other value of the axis with the lowest / highest mean). For a "
+    "rise along a swept value: Spearman's ρ over all finished runs with Fisher's z interval (along SEVERITY, "
+    "the corruption severity, each run counts once per severity, 0 = clean). For a lower spread: the "
+    "Brown-Forsythe test on the per-setting means, as the difference of mean absolute deviations from the "
+    "median (the sample standard deviations beside it). p is two-sided. **reproduced**: the interval excludes "
+    "0 on the paper's side; **contradicted**: it excludes 0 on the other side; inconclusive: otherwise, or too "
+    "few runs. One test per claim and setting, without correction for multiple comparisons. Accuracy "
+    "differences are in percentage points (pp); ECE is a fraction; mCE and relative mCE are x 100 (the "
+    "baseline scores 100). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
 )
 
 
@@ -32,7 +34,7 @@ def format_p(p: float | None) -> str:
 def _paper(claim: claims.Claim) -> str:
     numbers = ""
     if claim.paper_a is not None and claim.paper_b is not None:
-        numbers = f"{claim.paper_a:.1f} vs {claim.paper_b:.1f}"
+        numbers = f"{format_paper(claim.paper_a)} vs {format_paper(claim.paper_b)}"
     elif claim.paper_values:
         numbers = claim.paper_values
     if numbers and claim.paper_setting:
