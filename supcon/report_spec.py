@@ -8,7 +8,17 @@ setting and, where it helps, the nearest valid name:
 * `metrics`: result.json keys that a finished run writes (`workdir.RESULT_METRICS`);
 * `paper`: a table of `supcon/paper_numbers.csv`; `paper_rows` / `paper_columns`: dicts from our labels (or
   '*') to rows / columns of that table;
-* `title`: a string; `claims`: a list of claim ids (checked further by `supcon.claims`).
+* `title`: a string; `claims`: a list of claim ids (checked further by `supcon.claims`); a claim or metric
+  that needs a baseline (robust/mce, robust/relative_mce) needs `robustness`;
+* `robustness`: turns on the Robustness section (`supcon.report_robustness`), a dict:
+    report.robustness = {
+        'baseline': 'alexnet',              # or a row of the grid: {'METHOD': 'cross_entropy'}
+        'paper_rows': {'supcon / 50': 'SupCon R50'},   # optional: our row labels -> figure3/table6/table7 rows
+        'reliability': ['clean', 5],        # optional: the test sets of the reliability diagrams
+    }
+  'alexnet' normalises corruption errors by AlexNet's published ImageNet-C errors (only meaningful on
+  ImageNet-C); a dict of macro values names the grid row whose errors (mean over seeds) normalise, within each
+  setting of the other report rows and columns.
 """
 
 from __future__ import annotations
@@ -18,10 +28,17 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from supcon import paper_numbers, workdir
+from supcon import claims, paper_numbers, report_metrics, workdir
 from supcon.report_data import value_label
 
-SPEC_KEYS = ("rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims")
+SPEC_KEYS = (
+    "rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims", "robustness",
+)  # fmt: skip
+ALEXNET = "alexnet"  # report.robustness's baseline: AlexNet's published ImageNet-C errors
+ROBUSTNESS_KEYS = ("baseline", "paper_rows", "reliability")
+ROBUSTNESS_TABLES = ("figure3", "table6", "table7")  # the paper tables the Robustness section quotes
+DEFAULT_RELIABILITY = (0, 5)  # the clean test set and severity 5
+ROBUSTNESS_EXAMPLE = "{'baseline': 'alexnet'} or {'baseline': {'METHOD': 'cross_entropy'}}"
 
 
 class SpecError(ValueError):
@@ -79,7 +96,67 @@ def parse(raw: dict) -> dict:
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise SpecError(key, f"report.{key} must be a string; got {raw[key]!r}")
         spec[key] = raw.get(key)
+    spec["robustness"] = _robustness(raw.get("robustness"))
     return spec
+
+
+def _robust_error(message: str) -> SpecError:
+    return SpecError("robustness", f"report.robustness{message}")
+
+
+def _baseline(value: Any) -> str | dict[str, str]:
+    """'alexnet', or a row selector {MACRO: value label}."""
+    if value == ALEXNET:
+        return ALEXNET
+    if isinstance(value, dict) and value and all(
+        isinstance(k, str) and k.isupper() and isinstance(v, str | int | float) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        return {k: value_label(v) for k, v in value.items()}
+    raise _robust_error(
+        f"['baseline'] must be 'alexnet' (the paper's AlexNet ImageNet-C errors) or a dict of macro values "
+        f"naming a row of the grid, e.g. {{'METHOD': 'cross_entropy'}}; got {value!r}"
+    )
+
+
+def _reliability(value: Any) -> tuple[int, ...]:
+    """['clean', 5] -> (0, 5): the test sets of the reliability diagrams, 0 = clean."""
+    if value is None:
+        return DEFAULT_RELIABILITY
+    items = value if isinstance(value, list | tuple) else [value]
+    ok = [0 if v == "clean" else v for v in items]
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 5 for v in ok):
+        raise _robust_error(
+            f"['reliability'] must be a list of 'clean' and severities 1..5, e.g. ['clean', 5]; got {value!r}"
+        )
+    return tuple(dict.fromkeys(ok))
+
+
+def _robustness(value: Any) -> dict | None:
+    """report.robustness parsed: {'baseline', 'paper_rows', 'reliability'}, or None when it is not set."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _robust_error(f" must be a dict such as {ROBUSTNESS_EXAMPLE}; got {value!r}")
+    for key in value:
+        if key not in ROBUSTNESS_KEYS:
+            raise _robust_error(
+                f" has unknown key {key!r} (allowed: {', '.join(ROBUSTNESS_KEYS)})"
+                + _nearest(str(key), ROBUSTNESS_KEYS)
+            )
+    if "baseline" not in value:
+        raise _robust_error(f" needs a 'baseline': {ROBUSTNESS_EXAMPLE}")
+    rows = value.get("paper_rows") or {}
+    if not isinstance(rows, dict) or not all(isinstance(v, str) for v in rows.values()):
+        raise _robust_error(
+            f"['paper_rows'] must be a dict from our row labels to rows of the paper's "
+            f"{', '.join(ROBUSTNESS_TABLES)}; got {rows!r}"
+        )
+    return {
+        "baseline": _baseline(value["baseline"]),
+        "paper_rows": {value_label(k): v for k, v in rows.items()},
+        "reliability": _reliability(value.get("reliability")),
+    }
 
 
 def _check_macros(spec: dict, points: Sequence[dict]) -> None:
@@ -98,13 +175,63 @@ def _check_macros(spec: dict, points: Sequence[dict]) -> None:
         raise SpecError("columns", f"report.columns repeats {', '.join(both)} of report.rows")
 
 
+def _check_derived(spec: dict) -> None:
+    """Metrics and claims on robust/mce or robust/relative_mce need report.robustness (their baseline)."""
+    if spec["robustness"] is not None:
+        return
+    need = f"which needs report.robustness (the baseline of corruption errors, {ROBUSTNESS_EXAMPLE})"
+    for name in spec["metrics"]:
+        if name in report_metrics.DERIVED:
+            raise SpecError("metrics", f"report.metrics names {name}, {need}")
+    known = claims.load_claims()
+    for claim_id in spec["claims"]:
+        if claim_id in known and known[claim_id].metric in report_metrics.DERIVED:
+            raise SpecError("claims", f"report.claims: {claim_id} tests {known[claim_id].metric}, {need}")
+
+
+def _check_robustness(spec: dict, points: Sequence[dict], macros: bool) -> None:
+    """The baseline row exists in the grid (with `macros`); paper_rows name rows of the robustness tables."""
+    robust = spec["robustness"]
+    selector = robust["baseline"]
+    if macros and selector != ALEXNET:
+        keys = list(dict.fromkeys(k for p in points for k in p))
+        for name in selector:
+            if name not in keys:
+                raise _robust_error(
+                    f"['baseline'] names {name}, which no grid point sets (the grid's macros: "
+                    f"{', '.join(keys) or 'none'})" + _nearest(name, keys)
+                )
+        if not any(claims.matches(p, selector) for p in points):
+            raise _robust_error(f"['baseline']: no grid point has {claims.format_selector(selector)}")
+    if not robust["paper_rows"]:
+        return
+    numbers = paper_numbers.load_paper_numbers()
+    theirs = {paper_numbers.paper_label(n["row"]): n["row"] for n in numbers if n["table"] in ROBUSTNESS_TABLES}
+    for label, target in robust["paper_rows"].items():
+        if paper_numbers.paper_label(target) not in theirs:
+            raise _robust_error(
+                f"['paper_rows'] maps {label!r} to {target!r}, which is no row of "
+                f"{'/'.join(ROBUSTNESS_TABLES)} ({'; '.join(sorted(set(theirs.values())))})"
+                + _nearest(target, list(theirs.values()))
+            )
+    ours = spec["rows"] + spec["columns"]
+    if macros and ours:
+        have = _labels(points, ours)
+        for label in robust["paper_rows"]:
+            if label not in have:
+                raise _robust_error(
+                    f"['paper_rows'] has {label!r}, which is no row of the report "
+                    f"({', '.join(sorted(have))})" + _nearest(label, have)
+                )
+
+
 def _check_metrics(spec: dict) -> None:
     for name in spec["metrics"]:
-        if name not in workdir.RESULT_METRICS:
+        if not report_metrics.is_metric(name):
             raise SpecError(
                 "metrics",
                 f"report.metrics names {name}, which no run writes (result.json has "
-                f"{', '.join(workdir.RESULT_METRICS)})" + _nearest(name, workdir.RESULT_METRICS),
+                f"{report_metrics.known_metrics()})" + _nearest(name, workdir.RESULT_METRICS),
             )
 
 
@@ -162,6 +289,9 @@ def check(raw: dict, points: Sequence[dict], macros: bool = True) -> dict:
     if macros:
         _check_macros(spec, points)
     _check_metrics(spec)
+    _check_derived(spec)
+    if spec["robustness"] is not None:
+        _check_robustness(spec, points, macros)
     if spec["paper"] is not None or spec["paper_rows"] or spec["paper_columns"]:
         _check_paper(spec, points, paper_numbers.load_paper_numbers())
     return spec
