@@ -404,6 +404,7 @@ SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
     "small_scale": "python benchmarks/small_scale.py",
     "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
+    "batch_norm": "python benchmarks/batch_norm.py",
     "loss_curves": "python benchmarks/train_step.py --loss_curves 60 --width 0.25 --batch 64",
     "loss_scale": "python benchmarks/loss_scale.py",
     "input_stall": "python benchmarks/input_stall.py",

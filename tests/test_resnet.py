@@ -210,6 +210,37 @@ def test_fused_batch_norm_equals_keras_batch_norm(tf_two_cpus, momentum, epsilon
     np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [16, 8])
+def test_fused_batch_norm_bfloat16_paths_equal_float32_between_casts(tf_two_cpus, channels):
+    """bfloat16 input: the direct kernel call (channels % 16 == 0) and the cast path (other channel counts) give
+    the values of float32 batch norm on the same bfloat16 numbers, rounded to bfloat16."""
+    tf = tf_two_cpus
+    assert (channels % resnet_lib.BF16_BATCH_NORM_CHANNEL_BLOCK == 0) == (channels == 16)
+    x32 = tf.cast(tf.cast(tf.random.stateless_normal([6, 5, 4, channels], seed=[3, 4]) * 2 + 0.5, tf.bfloat16),
+                  tf.float32)  # values exactly representable in bfloat16
+    results = {}
+    for dtype in ("mixed_bfloat16", "float32"):
+        layer = resnet_lib.FusedBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype,
+                                                   gamma_initializer="random_normal", beta_initializer="ones")
+        layer.build(x32.shape)
+        layer.gamma.assign(tf.linspace(0.5, 1.5, channels))
+        x = tf.cast(x32, layer.compute_dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.linspace(-1.0, 1.0, channels))
+        dx, dgamma = tape.gradient(loss, [x, layer.gamma])
+        assert y.dtype == layer.compute_dtype
+        results[dtype] = [tf.cast(v, tf.float32).numpy() for v in (y, dx, dgamma)] + [
+            layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+    bf16, fp32 = results["mixed_bfloat16"], results["float32"]
+    np.testing.assert_allclose(bf16[0], fp32[0], rtol=1e-2, atol=1e-2)  # y: bfloat16 rounding
+    np.testing.assert_allclose(bf16[1], fp32[1], rtol=2e-2, atol=2e-2)  # dx
+    np.testing.assert_allclose(bf16[2], fp32[2], rtol=2e-2, atol=2e-2)  # dgamma
+    np.testing.assert_allclose(bf16[3], fp32[3], rtol=1e-5, atol=1e-6)  # statistics: float32 in both
+    np.testing.assert_allclose(bf16[4], fp32[4], rtol=1e-5, atol=1e-6)
+
+
 def test_resnet_uses_fused_batch_norm_unless_synchronized(tf_two_cpus):
     fused = [type(b).__name__ for b in _bn_layers(resnet(18, 0.125, 3, 1, False))]
     assert set(fused) == {"FusedBatchNormalization"}
