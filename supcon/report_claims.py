@@ -51,8 +51,11 @@ def format_estimate(verdict: claims.Verdict) -> str:
         return f"ρ = {est.value:+.2f} [{est.low:+.2f}, {est.high:+.2f}]"
     fraction = is_fraction(verdict.claim.metric)
     unit = " pp" if fraction else ""
+    ece = verdict.claim.metric.endswith("ece")  # a fraction shown as one, as the paper prints it
 
     def num(x: float, sign: str = "+") -> str:
+        if ece:
+            return f"{x:{sign}.4f}"
         return f"{100 * x:{sign}.2f}" if fraction else f"{x:{sign}.4g}"
 
     text = f"{num(est.value)}{unit} [{num(est.low)}, {num(est.high)}]"
