@@ -6,8 +6,10 @@ Usage::
 
 Reads only run directories (`point.json`, `status.json`, `result.json`, `env.json`, `metrics.jsonl`,
 `embeddings.npz`); never trains and never imports TensorFlow. The table is shaped by the recipe's `report.*`
-bindings (rows, columns, metrics, paper, paper_rows, paper_columns, title, claims), copied into each
-`point.json` by the runner. A report whose recipe names claims opens with their verdicts (`supcon.claims`); every
+bindings (rows, columns, metrics, paper, paper_rows, paper_columns, title, claims, robustness), copied into
+each `point.json` by the runner. With report.robustness, a Robustness section follows the results
+(`supcon.report_robustness`: mCE against a baseline, top-1 and ECE by corruption severity, reliability diagrams
+from `calibration.json`). A report whose recipe names claims opens with their verdicts (`supcon.claims`); every
 report shows raw-pixel baselines on the runs' data (`supcon.baselines`, cached in `<runs_dir>/baselines.json`,
 the one file the reporter writes beside the runs). Cells are mean ± std (n) over the SEED axis, with the paper's
 number and the difference beside them; failed and missing points are listed with their reason. The output is
@@ -23,7 +25,7 @@ import shutil
 import sys
 import tempfile
 
-from supcon import claims, report_plots, report_spec, workdir
+from supcon import claims, report_plots, report_robust_data, report_spec, workdir
 from supcon.report_baselines import baselines_section
 from supcon.report_claims import claims_section
 from supcon.report_data import (
@@ -40,6 +42,7 @@ from supcon.report_data import (
     varying_macros,
 )
 from supcon.report_header import format_seconds, header, paper_note, scale_values
+from supcon.report_robustness import robustness_section
 from supcon.report_tables import (
     LEGEND,
     format_number,
@@ -228,6 +231,12 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
     every, spec, numbers = load_checked(runs_dir)
     runs = _usable(every)  # skipped run directories appear only in the problems and the appendix
     rows, columns, extra = choose_layout(runs, spec)
+    robust = None
+    if spec["robustness"] is not None:  # mCE per run against the baseline, before tables and claims read it
+        robust = report_robust_data.derive(runs, spec["robustness"], rows + columns)
+        runs = robust.runs
+        scored = {r.slug: r for r in runs if r.slug in robust.scores}
+        every = [scored.get(r.slug, r) if r.state == workdir.DONE else r for r in every]
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
     pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
@@ -246,6 +255,8 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
             "",
         ]
     lines += paper_note(quoted, scale_values(runs)) + pixels
+    if robust is not None:
+        lines += robustness_section(runs, spec, robust, rows + columns, numbers, out if plots else None)
     lines += (
         plots_section(runs, rows, metrics, out)
         if plots
