@@ -557,3 +557,38 @@ def test_a_claims_file_rejects_severity_on_other_kinds(tmp_path):
     path.write_text(",".join(claims.FIELDS) + "\n" + row + "\n")
     with pytest.raises(claims.ClaimError, match="axis SEVERITY .* needs kind increasing"):
         claims.load_claims(str(path))
+
+
+def test_paper_figure3_rows_land_on_figure_3_and_table_6(tmp_path):
+    """The recipe's grid, one finished run per point (as the runner and trainer write them): each row meets its
+    paper row's mCE, relative mCE and Table 6 numbers, and every claim gets a verdict line."""
+    recipe = grid.load_recipe(os.path.join(ROOT, "recipes", "paper_figure3.gin"))
+    errors = {name: [0.6 * e] * 5 for name, e in robustness.ALEXNET_IMAGENET_C_ERRORS.items()}
+    for point in grid.expand(recipe):
+        path = tmp_path / "runs" / point.slug
+        workdir.write_json_atomic(str(path / workdir.POINT), {
+            "recipe": "recipes/paper_figure3.gin", "recipe_stem": recipe.stem, "id": point.id, "slug": point.slug,
+            "bindings": point.bindings, "values": point.values, "gin_files": [], "gin_params": [], "smoke": False,
+            "report": recipe.report, "header": recipe.header,
+        })  # fmt: skip
+        workdir.write_json_atomic(str(path / workdir.ENV), {"scale": {"dataset": "imagenet2012"}})
+        workdir.write_json_atomic(str(path / workdir.RESULT), result_of(0.78, errors, ece=0.03))
+        workdir.write_status(str(path), "done", step=10)
+    text = build(tmp_path / "runs", tmp_path / "out", plots=False)
+    section = text[text.index("## Robustness") : text.index("## Plots")]
+    expected = {
+        "supcon / 50": (67.2, 94.6, 78.81), "supcon / 200": (50.6, 66.5, 81.38),
+        "cross_entropy / 50": (68.6, 96.2, 78.24), "cross_entropy / 200": (52.4, 69.1, 80.81),
+    }  # fmt: skip
+    for label, (mce, relative, top1) in expected.items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| {label} | 60.00"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert (cells[2], cells[5], cells[8]) == (f"{mce:.1f}", f"{relative:.1f}", f"{top1:.2f}"), (
+            row
+        )
+    assert section.count("| paper (Table 6, ") == 8  # top-1 and ECE rows for each of the four
+    claim_lines = [
+        line for line in text.splitlines() if line.startswith("| ") and "(`fig3_" in line
+    ]
+    assert len(claim_lines) == 4  # two claims x two depths
+    assert all("inconclusive" in line for line in claim_lines)  # one run per point, as the paper
