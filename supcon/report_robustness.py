@@ -221,7 +221,10 @@ def _corruption_tables(groups, robust: Robustness) -> list[str]:
 
 
 def _baseline_lines(robust: Robustness) -> list[str]:
+    """The baseline (or, for a grid row, the baseline of each setting of the other rows) and its clean error."""
     lines = []
+    if any(where for where, _ in robust.baselines):
+        lines = ["Baseline, within each setting of the other rows:", ""]
     for where, base in robust.baselines:
         prefix = f"- {where}: " if where else "Baseline: "
         if base is None:
@@ -375,7 +378,7 @@ def _quoted_lines(quoted: list[dict], smoke: bool) -> list[str]:
         metrics[metric] = None
     lines = ["Paper numbers quoted (supcon/paper_numbers.csv; ImageNet and ImageNet-C):", ""]
     if smoke:
-        lines = [f"Paper numbers quoted for a smoke run ({SMOKE_PAPER}):", ""]
+        lines = ["Paper numbers quoted beside a smoke run (the columns a real run fills):", ""]
     for table in ROBUSTNESS_TABLES:
         if table in tables:
             rows, metrics = tables[table]
