@@ -15,8 +15,16 @@ Layout of one run directory::
     ckpt/                 checkpoints (tf.train.CheckpointManager)
     export/               SavedModel: images -> embeddings, logits
     embeddings.npz        test-set encoder embeddings and labels (for the reporter's plots)
+    calibration.json      reliability diagrams (15 bins): {"clean": {"bin_edges" [16], "counts" [15], "accuracy"
+                          [15], "confidence" [15]}, "severity_<s>": the same pooled over every corruption scored
+                          at severity s}; NaN (an empty bin) is null. Written before result.json
     status.json           {"state": running|done|failed, "step", "reason", "time"}
-    result.json           final flat metrics, written last and atomically: its presence means done
+    result.json           final flat metrics, written last and atomically: its presence means done. Scoring a
+                          finished run again (mode 'eval', e.g. with train_and_evaluate.corruptions) rewrites it
+                          atomically with the old fields kept and the new metrics added or updated
+    eval_config.gin, eval_operative_config.gin, eval_env.json
+                          what config.gin, operative_config.gin and env.json record, for the latest run in mode
+                          'eval' (which leaves the training's records as they are)
     claim.json            the runner's claim on the point (host, pid, heartbeat time)
     log.txt               the subprocess's stdout and stderr (written by the runner)
 """
@@ -31,6 +39,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from supcon import corruption_spec
+
 POINT = "point.json"
 CONFIG = "config.gin"
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -44,6 +54,10 @@ STATUS = "status.json"
 RESULT = "result.json"
 CLAIM = "claim.json"
 LOG = "log.txt"
+CALIBRATION = "calibration.json"
+EVAL_CONFIG = "eval_config.gin"
+EVAL_OPERATIVE_CONFIG = "eval_operative_config.gin"
+EVAL_ENV = "eval_env.json"
 
 RUNNING = "running"
 DONE = "done"
@@ -52,11 +66,18 @@ FAILED = "failed"
 # Keys of result.json that every finished run carries.
 RESULT_KEYS = ("eval/top1", "eval/top5", "step", "train_seconds", "images_per_second")
 # Every key a finished run may write to result.json (supcon.train._finish: supcon.evaluate's eval/*, the k-NN
-# probe's knn/top1 when knn_k > 0, then the run's totals): the metrics report.metrics, the claims and the
-# paper numbers may name.
+# probe's knn/top1 when knn_k > 0, then the run's totals, and the corruption summaries when
+# train_and_evaluate.corruptions is set): the metrics report.metrics, the claims and the paper numbers may name.
+# The per-set keys corruption/<name>/<severity>/{top1,ece} are CORRUPTION_CELL_METRICS (supcon.corruption_spec).
 RESULT_METRICS = (
-    "eval/top1", "eval/top5", "eval/loss", "eval/examples", "knn/top1",
+    "eval/top1", "eval/top5", "eval/loss", "eval/ece", "eval/examples", "knn/top1",
     "step", "train_seconds", "images_per_second", "train_examples", "replicas",
+    corruption_spec.MEAN_TOP1,
+    *(corruption_spec.severity_key(s, m) for s in corruption_spec.SEVERITIES for m in ("top1", "ece")),
+)  # fmt: skip
+CORRUPTION_CELL_METRICS = tuple(
+    corruption_spec.cell_key(n, s, m)
+    for n in corruption_spec.NAMES for s in corruption_spec.SEVERITIES for m in ("top1", "ece")
 )  # fmt: skip
 
 
