@@ -1,4 +1,5 @@
-"""Evaluation: the final classifier on the whole test split, k-NN on encoder embeddings, SavedModel export.
+"""Evaluation: the final classifier on the whole test split, its calibration (ECE), k-NN on encoder embeddings,
+SavedModel export.
 
 Predictions run under the training strategy (`strategy.run`) and are gathered from every replica with
 `strategy.gather`, so the metrics cover every test example — the last partial batch included — on one
@@ -14,7 +15,50 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from supcon import robustness
+
 KNN_TEMPERATURE = 0.07  # similarity weighting of the k-NN vote: weight = exp(cosine / 0.07)
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error (the paper's Table 6)
+
+
+class Predictor:
+    """Runs a model in inference mode over finite datasets of {'image', 'label'} batches, under its strategy.
+
+    One traced step serves every dataset of the same batch shapes (the corrupted test sets reuse it).
+
+    Args:
+      strategy: the model's strategy.
+      model: the `heads.ContrastiveModel`.
+      outputs: which of 'embedding' [N, F] (L2-normalised encoder output), 'logits' [N, classes] and
+        'label' [N] to return.
+    """
+
+    OUTPUTS = ("embedding", "logits", "label")
+
+    def __init__(self, strategy: tf.distribute.Strategy, model: tf.keras.Model, outputs=OUTPUTS):
+        if not outputs or set(outputs) - set(self.OUTPUTS):
+            raise ValueError(f"outputs must be some of {self.OUTPUTS}; got {outputs!r}")
+        self.strategy, self.outputs = strategy, tuple(outputs)
+
+        @tf.function(reduce_retracing=True)
+        def step(batch):
+            out = model(batch["image"], training=False)
+            found = {"embedding": out["normalized_embedding"], "logits": out["logits"], "label": batch["label"]}
+            return tuple(found[k] for k in self.outputs)
+
+        self._step = step
+
+    def __call__(self, dataset: tf.data.Dataset) -> dict:
+        """{output: numpy array over every example of `dataset`}."""
+        options = tf.data.Options()
+        # Workers split every batch (DATA); file sharding fails on single-file datasets and would skip examples.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        parts = {k: [] for k in self.outputs}
+        for batch in self.strategy.experimental_distribute_dataset(dataset.with_options(options)):
+            results = self.strategy.run(self._step, args=(batch,))
+            for key, value in zip(parts, results, strict=True):
+                parts[key].append(self.strategy.gather(value, axis=0).numpy())
+        return {k: np.concatenate(v) if v else np.zeros([0]) for k, v in parts.items()}
 
 
 def predict(strategy: tf.distribute.Strategy, model: tf.keras.Model, dataset: tf.data.Dataset) -> dict:
@@ -23,21 +67,20 @@ def predict(strategy: tf.distribute.Strategy, model: tf.keras.Model, dataset: tf
     Returns:
       numpy arrays: 'embedding' [N, F] (L2-normalised encoder output), 'logits' [N, classes], 'label' [N].
     """
+    return Predictor(strategy, model)(dataset)
 
-    @tf.function(reduce_retracing=True)
-    def step(batch):
-        out = model(batch["image"], training=False)
-        return out["normalized_embedding"], out["logits"], batch["label"]
 
-    options = tf.data.Options()
-    # Workers split every batch (DATA); file sharding fails on single-file datasets and would skip examples.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    parts = {"embedding": [], "logits": [], "label": []}
-    for batch in strategy.experimental_distribute_dataset(dataset.with_options(options)):
-        results = strategy.run(step, args=(batch,))
-        for key, value in zip(parts, results, strict=True):
-            parts[key].append(strategy.gather(value, axis=0).numpy())
-    return {k: np.concatenate(v) if v else np.zeros([0]) for k, v in parts.items()}
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64: [N, K] logits -> [N, K] probabilities."""
+    shifted = np.asarray(logits, np.float64)
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def expected_calibration_error(logits: np.ndarray, labels: np.ndarray) -> float:
+    """ECE (ECE_BINS equal-width bins) of the softmax of `logits`; a fraction in [0, 1]."""
+    return robustness.expected_calibration_error(softmax(logits), None, labels, num_bins=ECE_BINS)
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -83,11 +126,12 @@ def knn_accuracy(
 
 
 def classifier_metrics(pred: dict) -> dict:
-    """top-1 / top-5 / loss of the classification head on gathered predictions."""
+    """top-1 / top-5 / loss / ECE of the classification head on gathered predictions."""
     return {
         "eval/top1": topk_accuracy(pred["logits"], pred["label"], 1),
         "eval/top5": topk_accuracy(pred["logits"], pred["label"], 5),
         "eval/loss": cross_entropy(pred["logits"], pred["label"]),
+        "eval/ece": expected_calibration_error(pred["logits"], pred["label"]),
         "eval/examples": int(len(pred["label"])),
     }
 

@@ -129,8 +129,8 @@ def _writable(directory: str) -> bool:
 
 
 @contextlib.contextmanager
-def _lock(directory: str, name: str):
-    """An exclusive file lock, so that concurrent processes prepare a dataset once."""
+def file_lock(directory: str, name: str):
+    """An exclusive file lock (`directory/.name.lock`), so that concurrent processes prepare a file once."""
     with open(os.path.join(directory, f".{name}.lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -148,12 +148,22 @@ def _prepared_tfds(name: str, data_dirs) -> tfds.core.DatasetBuilder | None:
     return None
 
 
+def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder | None:
+    """The tfds builder `name` (e.g. 'cifar10_corrupted/fog_3') when it is prepared in data_dir (None: tfds's
+    default dir or the default data dir, as `load_source` looks), else None; never downloads."""
+    with _global_random_state_kept():
+        try:
+            return _prepared_tfds(name, [data_dir] if data_dir else [None, default_data_dir()])
+        except tfds.core.registered.DatasetNotFoundError:
+            return None
+
+
 def _prepare(builder_cls, write_dir: str, manual_dir: str | None) -> tfds.core.DatasetBuilder:
     """Prepares a local builder into write_dir (under a lock) unless it already is; returns it."""
     builder = builder_cls(data_dir=write_dir)
     if builder.is_prepared():
         return builder
-    with _lock(write_dir, builder.name):
+    with file_lock(write_dir, builder.name):
         builder = builder_cls(data_dir=write_dir)
         if not builder.is_prepared():
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
