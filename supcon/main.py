@@ -307,7 +307,9 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
         _configure_devices()
         import gin
 
-        wd.write_text_atomic(os.path.join(workdir, wd.CONFIG), gin.config_str())
+        # Mode 'eval' (e.g. scoring a finished run on corrupted test sets) keeps the training's config.gin.
+        config = wd.EVAL_CONFIG if _query_root("mode", "train_then_eval") == "eval" else wd.CONFIG
+        wd.write_text_atomic(os.path.join(workdir, config), gin.config_str())
         call_root(workdir)
     except Exception as e:  # noqa: BLE001 - recorded in status.json, then re-raised as exit code 1
         os.makedirs(workdir, exist_ok=True)

@@ -61,8 +61,8 @@ def np_prod(shape) -> int:
     return total
 
 
-def write_env(run) -> None:
-    """Writes env.json for a `train.Run`."""
+def write_env(run, name: str = wd.ENV) -> None:
+    """Writes env.json (or `name`, e.g. eval_env.json for mode 'eval') for a `train.Run`."""
     sha, dirty = git_state()
     gpus = tf.config.list_physical_devices("GPU")
     cfg = run.cfg
@@ -79,7 +79,7 @@ def write_env(run) -> None:
         "hardware": f"{len(gpus)} GPU(s)" if gpus else f"{os.cpu_count()} CPU cores",
     }
     wd.write_json_atomic(
-        os.path.join(run.dir, wd.ENV),
+        os.path.join(run.dir, name),
         {
             "git_sha": sha, "git_dirty": dirty, "versions": versions(),
             "platform": platform.platform(terse=True),

@@ -2,8 +2,9 @@
 
 Builds the strategy first, then data, model, optimizers and queue inside `strategy.scope()`, trains the
 stages in order with `strategy.run` steps, checkpoints (and resumes) through a CheckpointManager, evaluates
-the final classifier on the whole test split plus a k-NN probe, exports a SavedModel and writes the run
-directory described in `supcon.workdir`.
+the final classifier on the whole test split (top-1/5, loss, ECE) plus a k-NN probe and, when asked, on the
+corrupted test sets (`supcon.robust_eval`), exports a SavedModel and writes the run directory described in
+`supcon.workdir`.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from tensorflow.python.framework import (
 
 from supcon import (
     augment,
+    corruption_spec,
     data,
     distribute,
     evaluate,
     heads,
     optim,
     resnet,
+    robust_eval,
     runinfo,
     stages,
     steps,
@@ -94,6 +97,8 @@ class Run:
         self.total_steps = self.plan[-1].end
         self.normalize = cfg["normalize"]
         self.input_shape = self._input_shape()
+        self._predictors: dict = {}  # outputs -> evaluate.Predictor (one traced step each)
+        self.calibration: dict = {}  # calibration.json of the latest evaluation
         with self.strategy.scope():
             self._build_model()
             self._build_optimizers()
@@ -298,21 +303,36 @@ class Run:
             ds = ds.unbatch().take(limit).batch(self.cfg["eval_batch_size"])
         return ds
 
-    def evaluate(self) -> tuple[dict, dict]:
-        """Metrics of the current weights on the whole eval split (+ k-NN); returns (metrics, test preds)."""
-        test = evaluate.predict(
-            self.strategy, self.model, self._eval_dataset(self.cfg["eval_split"], self.cfg["eval_max_examples"])
-        )
+    def _predictor(self, *outputs) -> evaluate.Predictor:
+        """One traced inference step per set of outputs, reused by every evaluation of this run."""
+        outputs = outputs or evaluate.Predictor.OUTPUTS
+        if outputs not in self._predictors:
+            self._predictors[outputs] = evaluate.Predictor(self.strategy, self.model, outputs)
+        return self._predictors[outputs]
+
+    def evaluate(self, corruptions: bool = True) -> tuple[dict, dict]:
+        """Metrics of the current weights on the whole eval split (+ k-NN, + the corrupted sets asked for unless
+        `corruptions` is False); returns (metrics, test preds). calibration.json's content goes to
+        `self.calibration`."""
+        cfg = self.cfg
+        test = self._predictor()(self._eval_dataset(cfg["eval_split"], cfg["eval_max_examples"]))
         metrics = evaluate.classifier_metrics(test)
+        self.calibration = {"clean": robust_eval.clean_calibration(test["logits"], test["label"])}
         if self.cfg["knn_k"]:
-            train = evaluate.predict(
-                self.strategy, self.model,
-                self._eval_dataset(self.cfg["train_split"], self.cfg["knn_train_examples"] or self.train_examples),
+            train = self._predictor()(
+                self._eval_dataset(cfg["train_split"], cfg["knn_train_examples"] or self.train_examples)
             )
             metrics["knn/top1"] = evaluate.knn_accuracy(
                 train["embedding"], train["label"], test["embedding"], test["label"],
                 k=self.cfg["knn_k"], num_classes=self.source.num_classes,
             )
+        if corruptions and cfg["corruptions"] is not None:
+            scores, diagrams = robust_eval.evaluate_corruptions(
+                self._predictor("logits", "label"), self.source, cfg, self.normalize, self.input_shape,
+                log=lambda line: print(line, flush=True),
+            )
+            metrics.update(scores)
+            self.calibration.update(diagrams)
         metrics["step"] = int(self.step.numpy())
         return metrics, test
 
@@ -364,7 +384,10 @@ class Logger:
             for key, value in metrics.items():
                 if "/" in key:
                     tf.summary.scalar(key, value)
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k and isinstance(v, float))
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items()
+            if "/" in k and isinstance(v, float) and k.count("/") == 1 or k == corruption_spec.MEAN_TOP1
+        )  # fmt: skip
         print(f"eval at step {metrics['step']}: {shown}", flush=True)
 
 
@@ -375,8 +398,12 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
-def _finish(run: Run, metrics: dict, test: dict, logger: Logger):
-    """Writes embeddings, the export and status, then result.json last (its presence means done)."""
+def _finish(run: Run, metrics: dict, test: dict, logger: Logger, previous: dict | None = None):
+    """Writes embeddings, the export, calibration.json and status, then result.json last (its presence means done).
+
+    `previous`: the result.json of a finished run scored again (mode 'eval'); its fields are kept (the training's
+    totals among them) and the new metrics added or updated; an existing export is kept.
+    """
     cfg = run.cfg
     logger.eval(metrics)
     if cfg["save_embeddings"]:
@@ -384,7 +411,7 @@ def _finish(run: Run, metrics: dict, test: dict, logger: Logger):
         tmp = os.path.join(run.dir, f".{wd.EMBEDDINGS}.tmp.npz")
         np.savez_compressed(tmp, embeddings=test["embedding"][:n].astype(np.float32), labels=test["label"][:n])
         os.replace(tmp, os.path.join(run.dir, wd.EMBEDDINGS))
-    if cfg["export_model"]:
+    if cfg["export_model"] and not (previous is not None and os.path.isdir(os.path.join(run.dir, wd.EXPORT_DIR))):
         evaluate.export(
             run.model, cfg["eval_preprocess"], run.normalize, run.source.image_shape,
             os.path.join(run.dir, wd.EXPORT_DIR),
@@ -397,6 +424,9 @@ def _finish(run: Run, metrics: dict, test: dict, logger: Logger):
         "images_per_second": images / seconds if seconds else 0.0,
         "train_examples": run.train_examples, "replicas": run.replicas,
     }
+    if previous is not None:
+        result = {**previous, **metrics}
+    wd.write_json_atomic(os.path.join(run.dir, wd.CALIBRATION), run.calibration)
     logger.close()  # TensorBoard's events are on disk before result.json says the run is done
     wd.write_status(run.dir, wd.DONE, metrics["step"])
     wd.write_json_atomic(os.path.join(run.dir, wd.RESULT), result)
@@ -411,8 +441,9 @@ def _continuous_eval(run: Run, logger: Logger, poll_seconds: float, timeout_seco
         if latest and latest != seen:
             seen = latest
             run.checkpoint.restore(latest).expect_partial()
-            metrics, test = run.evaluate()
-            if metrics["step"] >= run.total_steps:
+            final = int(run.step.numpy()) >= run.total_steps  # the corrupted sets are scored at the end only
+            metrics, test = run.evaluate(corruptions=final)
+            if final:
                 return metrics, test
             logger.eval(metrics)
             deadline = time.time() + timeout_seconds
@@ -494,6 +525,7 @@ def _check_config(cfg: dict) -> dict:
         if not isinstance(cfg[name], bool):
             raise ValueError(f"train_and_evaluate.{name} must be True or False; got {cfg[name]!r}")
     warm_start.check(cfg["init_checkpoint"], cfg["init_parts"], bool(cfg["projection_head"]))
+    robust_eval.check_settings(cfg)
     return cfg
 
 
@@ -548,6 +580,10 @@ def train_and_evaluate(
     inject_nan_at_step: int = -1,
     init_checkpoint: str | None = None,
     init_parts: tuple = ("encoder",),
+    corruptions: str | list | None = None,
+    corruption_severities: tuple = (1, 2, 3, 4, 5),
+    corruption_source: str = "auto",
+    corruption_cache_dir: str | None = "auto",
 ) -> dict | None:
     """Trains and/or evaluates one run in `workdir` (the gin root; see the module docstring).
 
@@ -589,6 +625,16 @@ def train_and_evaluate(
       init_checkpoint: warm start from another run (a run directory, a recipe's runs folder with one run, or a
         checkpoint path; supcon.warm_start), applied only when this run has no checkpoint of its own.
       init_parts: the parts restored from init_checkpoint ('encoder', 'projection_head', 'classification_head').
+      corruptions: also score the final weights on corrupted eval splits: None, 'all' (the 15 ImageNet-C
+        corruptions) or a list of their names (supcon.corruption_spec: result keys corruption/<name>/<s>/top1
+        and /ece, per-severity means and corruption/mean/top1; reliability diagrams in calibration.json).
+        Setting it on a finished run and running it in mode 'eval' adds these metrics to its result.json.
+      corruption_severities: the severities scored (1..5).
+      corruption_source: 'synthetic' (supcon.corruptions, on the eval_preprocess'ed images), 'tfds' (the
+        published cifar10_corrupted / imagenet2012_corrupted, prepared in data_dir) or 'auto' (tfds when prepared
+        for cifar10 or imagenet2012, else synthetic); see supcon.robust_eval.
+      corruption_cache_dir: where synthetic corrupted sets are kept as uint8 files ('auto':
+        <data_dir or the default data dir>/corrupted; None: none), shared by runs on the same data.
 
     Returns:
       The result dict (also in result.json) when the run finished, else None; with mode 'validate' (the
@@ -598,6 +644,7 @@ def train_and_evaluate(
         return _check_config(locals())
     if mode not in MODES:
         raise ValueError(f"train_and_evaluate.mode must be one of {', '.join(MODES)}; got {mode!r}")
+    robust_eval.check_settings(locals())  # before training, not at the evaluation after it
     os.makedirs(workdir, exist_ok=True)
     tf.keras.utils.set_random_seed(seed)
     # Process-wide TF settings are set both ways: a served trainer process runs many points (supcon.worker).
@@ -612,8 +659,10 @@ def train_and_evaluate(
     cfg = {k: v for k, v in locals().items() if k not in ("workdir",)}
     run = Run(workdir, cfg)
     workdir = run.dir
-    runinfo.write_env(run)
-    wd.write_text_atomic(os.path.join(workdir, wd.OPERATIVE_CONFIG), gin.operative_config_str())
+    # Mode 'eval' (e.g. scoring a finished run on corrupted sets) keeps the training's records.
+    runinfo.write_env(run, wd.EVAL_ENV if mode == "eval" else wd.ENV)
+    operative = wd.EVAL_OPERATIVE_CONFIG if mode == "eval" else wd.OPERATIVE_CONFIG
+    wd.write_text_atomic(os.path.join(workdir, operative), gin.operative_config_str())
     logger = Logger(run)
     try:
         return _run_mode(run, logger, mode, eval_poll_seconds, eval_timeout_seconds)
@@ -629,9 +678,14 @@ def _run_mode(run: Run, logger: Logger, mode: str, eval_poll_seconds: float, eva
         return _finish(run, metrics, test, logger)
     step = run.restore()
     if mode == "eval":
+        previous = wd.read_json(os.path.join(workdir, wd.RESULT))
+        if previous is not None and not run.manager.latest_checkpoint:
+            raise FileNotFoundError(
+                f"mode 'eval' on the finished run {workdir} needs its final checkpoint, but {wd.CKPT_DIR}/ holds none"
+            )
         metrics, test = run.evaluate()
         if step >= run.total_steps:
-            return _finish(run, metrics, test, logger)
+            return _finish(run, metrics, test, logger, previous if isinstance(previous, dict) else None)
         logger.eval(metrics)
         return None
     wd.write_status(workdir, wd.RUNNING, step)
