@@ -3,7 +3,7 @@
 Usage:
   python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
       [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport] [--noreuse_process]
-      [--progress auto|bar|lines|off] [--progress_every SECONDS]
+      [--progress auto|bar|lines|off] [--progress_every SECONDS] [--eval_only]
 
 Every point of the recipe's grid (`grid.axes` x `grid.points`) gets a stable id, a slug and its own
 run directory `<runs_dir>/<recipe>/<slug>/` (`<runs_dir>/smoke/<recipe>/<slug>/` with --smoke). The id
@@ -20,11 +20,21 @@ point once: a point is claimed atomically (`claim.json`, refreshed while it trai
   --progress        each running point's stage, step/total, loss and ETA, read from its log.txt: a status
                     line redrawn in place on a terminal ('bar'), a plain line per point every
                     --progress_every seconds otherwise ('lines': logs, CI); 'off': only the runner's lines.
+  --eval_only       train nothing: only score finished points that lack metrics the recipe asks for (below);
+                    unfinished points are listed as not run.
   --noreuse_process a fresh trainer process per point. By default each job keeps one trainer process and
                     trains its points one after another in it (TensorFlow's import and start-up, ~10 s on
                     2 cores, are paid once; see supcon/worker.py); a point that needs a fresh process (other
                     logical devices, a TPU or multi-host topology) gets one, and a process that dies is
                     replaced for the next point.
+
+Scoring finished points. A recipe or --gin_param that sets train_and_evaluate.corruptions (or another
+evaluation-only argument, supcon.corruption_spec.EVAL_ONLY_ARGS) changes what is evaluated, not what is trained:
+point ids hash the grid values only, so the points keep their run dirs, and a finished point whose result.json
+lacks some of the corruption/... keys asked for is not skipped but scored again in eval mode (its final
+checkpoint restored, no training; `--gin_param "train_and_evaluate.mode = 'eval'"` is added), which adds those
+keys to its result.json and keeps every other field. --dry_run shows such points as 'needs eval'. A run dir's
+--gin_params are compared without the evaluation-only ones.
 
 A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
@@ -52,7 +62,7 @@ import time
 
 from absl import app, flags
 
-from supcon import grid, progress, workdir
+from supcon import corruption_spec, grid, progress, workdir
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
 
@@ -102,12 +112,21 @@ flags.DEFINE_enum(
     "a terminal and 'lines' otherwise (logs, CI), 'off' shows only the runner's messages.",
 )
 flags.DEFINE_float("progress_every", 30.0, "Seconds between a point's progress lines in --progress=lines.")
+flags.DEFINE_boolean(
+    "eval_only", False,
+    "Never train: score finished points whose result.json lacks metrics the recipe asks for (e.g. "
+    "train_and_evaluate.corruptions) in eval mode; list unfinished points as not run.",
+)
 flags.DEFINE_string(
     "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
 )
 
 
 UNUSABLE = "unusable"  # a point whose run dir holds something it cannot use (see workdir.run_problem)
+NEEDS_EVAL = "needs eval"  # a finished point whose result.json lacks metrics the recipe asks for
+EVALUATED = "evaluated"  # the outcome of scoring such a point
+NOT_RUN = "not run"  # the outcome of an unfinished point under --eval_only
+EVAL_MODE_PARAM = "train_and_evaluate.mode = 'eval'"  # how a finished point is scored again
 
 
 class UsageError(Exception):
@@ -128,9 +147,25 @@ class Plan:
     sharded: bool
     unusable: dict = dataclasses.field(default_factory=dict)  # slug -> why its run dir is not used
     dirs: dict = dataclasses.field(default_factory=dict)  # point id -> its run dir's name, when not its slug
+    requests: dict = dataclasses.field(default_factory=dict)  # point id -> (corruptions, severities) asked for
 
     def run_dir(self, point: grid.Point) -> str:
         return os.path.join(self.runs_root, self.dirs.get(point.id, point.slug))
+
+    def missing_metrics(self, point: grid.Point) -> list[str]:
+        """The result.json keys the point's settings ask for that its finished run lacks ([] if unfinished)."""
+        names, severities = self.requests.get(point.id, ((), ()))
+        if not names:
+            return []
+        result = workdir.read_json(os.path.join(self.run_dir(point), workdir.RESULT))
+        return corruption_spec.missing_keys(result, names, severities) if isinstance(result, dict) else []
+
+    def status(self, point: grid.Point) -> str:
+        """workdir.point_status, UNUSABLE, or NEEDS_EVAL for a finished point that lacks asked-for metrics."""
+        if point.slug in self.unusable:
+            return UNUSABLE
+        status = workdir.point_status(self.run_dir(point))
+        return NEEDS_EVAL if status == workdir.DONE and self.missing_metrics(point) else status
 
 
 def locate_run_dirs(plan: Plan) -> dict[str, str]:
@@ -288,8 +323,30 @@ def make_plan(argv: list[str]) -> Plan:
         sharded=bool(shard),
     )
     plan.dirs = locate_run_dirs(plan)
+    for point in selected:
+        try:
+            plan.requests[point.id] = corruption_spec.requested(recipe, point.values)
+        except ValueError as e:
+            raise UsageError(f"point {point.slug}: {' '.join(str(e).split())}") from None
     _check_existing(plan)
     return plan
+
+
+def _training_params(params: list) -> list:
+    """The --gin_params without the evaluation-only ones (train_and_evaluate.corruptions, ...): those change
+    what is scored, not what is trained, so a run dir may be scored again with others."""
+    kept = []
+    for param in params:
+        try:
+            statements = grid.parse_statements(param, f"--gin_param {param!r}")
+        except grid.GridError:
+            statements = []
+        if not statements or not all(
+            corruption_spec.is_eval_only_binding(getattr(st, "selector", ""), getattr(st, "arg_name", "") or "")
+            for st in statements
+        ):
+            kept.append(param)
+    return kept
 
 
 def _check_existing(plan: Plan) -> None:
@@ -304,7 +361,7 @@ def _check_existing(plan: Plan) -> None:
         old = workdir.read_json(os.path.join(plan.run_dir(point), workdir.POINT))
         if not old:
             continue
-        if old.get("gin_params", []) != plan.gin_params:
+        if _training_params(old.get("gin_params", [])) != _training_params(plan.gin_params):
             raise UsageError(
                 f"{where} was run with --gin_param {old.get('gin_params')}, not {plan.gin_params}; "
                 "pass another --runs_dir to keep both"
@@ -330,9 +387,13 @@ def dry_run(plan: Plan) -> int:
     counts: dict[str, int] = {}
     for point in plan.points:
         run_dir = plan.run_dir(point)
-        status = UNUSABLE if point.slug in plan.unusable else workdir.point_status(run_dir)
+        status = plan.status(point)
         counts[status] = counts.get(status, 0) + 1
         note = f"  {plan.unusable[point.slug]}" if status == UNUSABLE else ""
+        if status == NEEDS_EVAL:
+            note += f"  (lacks {_count(len(plan.missing_metrics(point)), 'metric')}: scored in eval mode, no training)"
+        elif FLAGS.eval_only and status not in (workdir.DONE, UNUSABLE):
+            note += "  (not run: --eval_only)"
         _, why = workdir.read_object(os.path.join(run_dir, workdir.STATUS))
         if why and status != UNUSABLE:
             note += f"  ({why}; training rewrites it)"
@@ -426,7 +487,7 @@ def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
 @dataclasses.dataclass
 class Outcome:
     point: grid.Point
-    state: str  # trained | skipped | failed | unusable | busy | interrupted
+    state: str  # trained | evaluated | skipped | not run | failed | unusable | busy | interrupted
     detail: str = ""
 
 
@@ -439,8 +500,10 @@ class Launcher:
     """
 
     def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float,
-                 reuse: bool = False, workers: tuple = (), display: progress.Display | None = None):
+                 reuse: bool = False, workers: tuple = (), display: progress.Display | None = None,
+                 eval_only: bool = False):
         self.plan = plan
+        self.eval_only = eval_only
         self.jobs = jobs
         self.main_module = main_module
         self.claim_timeout = claim_timeout
@@ -485,9 +548,13 @@ class Launcher:
         if point.slug in self.plan.unusable:  # never trained over, and its result.json never overwritten
             self.say(n, "skip", point, f" ({self.plan.unusable[point.slug]})")
             return Outcome(point, UNUSABLE, self.plan.unusable[point.slug])
-        if os.path.exists(os.path.join(run_dir, workdir.RESULT)):
+        finished = os.path.exists(os.path.join(run_dir, workdir.RESULT))
+        if finished and not self.plan.missing_metrics(point):
             self.say(n, "skip", point, " (done)")
             return Outcome(point, "skipped", "done")
+        if not finished and self.eval_only:
+            self.say(n, "skip", point, f" ({workdir.point_status(run_dir)}, not run: --eval_only)")
+            return Outcome(point, NOT_RUN, "not finished")
         os.makedirs(run_dir, exist_ok=True)
         claim = Claim(run_dir, self.claim_timeout)
         if not self.secondary and not claim.acquire():
@@ -495,10 +562,13 @@ class Launcher:
             self.say(n, "busy", point, f" (claimed by {holder})")
             return Outcome(point, "busy", f"claimed by {holder}")
         try:
-            if os.path.exists(os.path.join(run_dir, workdir.RESULT)):
+            finished = os.path.exists(os.path.join(run_dir, workdir.RESULT))
+            if finished and not self.plan.missing_metrics(point):
                 self.say(n, "skip", point, " (done by another runner)")
                 return Outcome(point, "skipped", "done")
-            return self._train(n, point, run_dir, claim)
+            if not finished and self.eval_only:  # another runner's point that failed meanwhile, say
+                return Outcome(point, NOT_RUN, "not finished")
+            return self._train(n, point, run_dir, claim, scoring=finished)
         finally:
             with self.lock:
                 self.active.pop(run_dir, None)
@@ -506,16 +576,20 @@ class Launcher:
             if not self.secondary:
                 claim.release()
 
-    def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim) -> Outcome:
+    def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim, scoring: bool = False) -> Outcome:
+        """Trains the point, or with `scoring` evaluates its finished run in eval mode (no training)."""
         status = workdir.point_status(run_dir)
         how = {"partial": "resuming", workdir.FAILED: "retrying after a failure"}.get(status, "new")
+        if scoring:
+            how = f"scoring: {_count(len(self.plan.missing_metrics(point)), 'metric')} missing, eval mode"
         bindings = POINT_GIN if not self.secondary else f"point-{self.secondary}.gin"
         gin_files = [self.plan.recipe.path, os.path.join(run_dir, bindings), *self.plan.overlays]
+        gin_params = self.plan.gin_params + ([EVAL_MODE_PARAM] if scoring else [])
         workdir.write_text_atomic(
             gin_files[1],
             f"# Grid point {point.id} of {_rel(self.plan.recipe.path)}\n" + point.gin_text(),
         )
-        if not self.secondary:
+        if not self.secondary and not scoring:  # a scored point keeps the point.json it was trained with
             workdir.write_json_atomic(
                 os.path.join(run_dir, workdir.POINT), point_record(self.plan, point, gin_files)
             )
@@ -524,13 +598,13 @@ class Launcher:
         log_name = workdir.LOG if not self.secondary else f"log-{self.secondary}.txt"
         self.display.add(run_dir, f"[{n}/{len(self.plan.points)}]", point.slug, os.path.join(run_dir, log_name))
         if self.reuse:
-            code = self._serve_point(run_dir, gin_files, os.path.join(run_dir, log_name), claim)
+            code = self._serve_point(run_dir, gin_files, gin_params, os.path.join(run_dir, log_name), claim)
             if code is None:
                 return Outcome(point, "interrupted", "not started")
-            return self._outcome(n, point, run_dir, code, start)
+            return self._outcome(n, point, run_dir, code, start, scoring)
         cmd = [sys.executable, "-m", self.main_module, "--workdir", run_dir]
         cmd += [arg for f in gin_files for arg in ("--gin_file", f)]
-        cmd += [arg for b in self.plan.gin_params for arg in ("--gin_param", b)]
+        cmd += [arg for b in gin_params for arg in ("--gin_param", b)]
         with open(os.path.join(run_dir, log_name), "a") as log:
             log.write(
                 f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime(start)}: {' '.join(cmd)}\n"
@@ -551,7 +625,7 @@ class Launcher:
             if not self.secondary:
                 claim.refresh()
             code = proc.wait()
-        return self._outcome(n, point, run_dir, code, start)
+        return self._outcome(n, point, run_dir, code, start, scoring)
 
     def _take_worker(self, log: str, fresh: bool) -> Worker | None:
         """An idle trainer process (or a new one, output to `log` until its first point); None once stopped."""
@@ -567,10 +641,11 @@ class Launcher:
             self.workers.append(worker)
             return worker
 
-    def _serve_point(self, run_dir: str, gin_files: list[str], log: str, claim: Claim) -> int | None:
-        """Trains a point in a serving trainer process; its exit code (negative: killed), None if stopped."""
-        request = {"op": "train", "workdir": run_dir, "gin_files": gin_files,
-                   "gin_params": self.plan.gin_params, "log": log}
+    def _serve_point(self, run_dir: str, gin_files: list[str], gin_params: list[str], log: str,
+                     claim: Claim) -> int | None:
+        """Trains (or, with EVAL_MODE_PARAM among gin_params, scores) a point in a serving trainer process; its exit
+        code (negative: killed), None if stopped."""
+        request = {"op": "train", "workdir": run_dir, "gin_files": gin_files, "gin_params": gin_params, "log": log}
         for fresh in (False, True):
             worker = self._take_worker(log, fresh)
             if worker is None:
@@ -600,13 +675,16 @@ class Launcher:
             return int(reply["code"])
         raise RuntimeError(f"a fresh trainer process refused {run_dir}")
 
-    def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
+    def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float,
+                 scoring: bool = False) -> Outcome:
         self.display.remove(run_dir)  # its progress goes before its outcome prints
         seconds = time.time() - start
         if run_dir in self.lost:
             self.say(n, "stopped", point, " (another runner took over its stale claim)")
             return Outcome(point, "busy", "taken over by another runner")
         result = workdir.read_json(os.path.join(run_dir, workdir.RESULT))
+        if scoring:
+            return self._scored(n, point, run_dir, code, start)
         if code == 0 and result is not None:
             top1 = result.get("eval/top1")
             score = f", eval/top1 {top1:.4f}" if isinstance(top1, int | float) else ""
@@ -619,6 +697,24 @@ class Launcher:
             point,
             f" after {seconds:.0f} s: {reason} (log: {_rel(os.path.join(run_dir, workdir.LOG))})",
         )
+        return Outcome(point, "interrupted" if self.stop.is_set() else "failed", reason)
+
+    def _scored(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
+        """The outcome of scoring a finished point: done when its result.json now holds every asked-for key."""
+        seconds = time.time() - start
+        missing = self.plan.missing_metrics(point)
+        if code == 0 and not missing:
+            result = workdir.read_json(os.path.join(run_dir, workdir.RESULT), {}) or {}
+            mean = result.get(corruption_spec.MEAN_TOP1)
+            score = f", {corruption_spec.MEAN_TOP1} {mean:.4f}" if isinstance(mean, int | float) else ""
+            self.say(n, "scored", point, f" in {seconds:.0f} s{score}")
+            return Outcome(point, EVALUATED, f"{seconds:.0f} s")
+        if code == 0:
+            reason = f"eval mode exited 0 but result.json still lacks {_count(len(missing), 'metric')}, e.g. {missing[0]}"
+        else:
+            reason = failure_reason(run_dir, code, start, self.stop.is_set())
+        verb = "stopped" if self.stop.is_set() else "failed"
+        self.say(n, verb, point, f" scoring after {seconds:.0f} s: {reason} (log: {_rel(os.path.join(run_dir, workdir.LOG))})")
         return Outcome(point, "interrupted" if self.stop.is_set() else "failed", reason)
 
     def _heartbeat(self) -> None:
@@ -694,14 +790,16 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
     """Prints done / skipped / failed counts and the reasons; returns 1 if any point failed."""
     count = {
         s: [o for o in outcomes if o.state == s]
-        for s in ("trained", "skipped", "failed", UNUSABLE, "busy", "interrupted")
+        for s in ("trained", "skipped", "failed", UNUSABLE, "busy", "interrupted", EVALUATED, NOT_RUN)
     }
     parts = [
         f"{len(count['trained'])} trained",
         f"{len(count['skipped'])} already done",
         f"{len(count['failed'])} failed",
     ]
-    parts += [f"{len(count[s])} {s}" for s in (UNUSABLE, "busy", "interrupted") if count[s]]
+    parts += [f"{len(count[s])} {s}" for s in (EVALUATED, UNUSABLE, "busy", "interrupted") if count[s]]
+    if count[NOT_RUN]:
+        parts.append(f"{len(count[NOT_RUN])} not finished (not run: --eval_only)")
     print(f"summary: {_count(len(outcomes), 'point')} in {_rel(plan.runs_root)}: " + ", ".join(parts))
     for o in count["failed"]:
         print(f"  failed {o.point.slug}: {o.detail}")
@@ -775,9 +873,10 @@ def main(argv: list[str]) -> int:
                                         child_env(threads_per_job(1))) or code
             return code
         print(describe_grid(plan), flush=True)
+        wanted = (NEEDS_EVAL,) if FLAGS.eval_only else None
         todo = [
             p for p in plan.points
-            if p.slug not in plan.unusable and workdir.point_status(plan.run_dir(p)) != workdir.DONE
+            if plan.status(p) not in (UNUSABLE, workdir.DONE) and (wanted is None or plan.status(p) in wanted)
         ]  # fmt: skip
         reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")  # a multi-host point: a process each
         if todo:
@@ -792,7 +891,7 @@ def main(argv: list[str]) -> int:
         return 130
     display = progress.Display(FLAGS.progress, FLAGS.progress_every)
     launcher = Launcher(plan, FLAGS.jobs, FLAGS.main_module, FLAGS.claim_timeout, reuse=reuse,
-                        workers=(server,) if server else (), display=display)
+                        workers=(server,) if server else (), display=display, eval_only=FLAGS.eval_only)
     outcomes = launcher.run()
     code = summarize(plan, outcomes)
     if code == 130:

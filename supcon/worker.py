@@ -9,6 +9,10 @@ line from a pipe passed as `--reply_fd` (stdout and stderr stay free for logs):
   {"op": "validate", "spec": PATH}                       -> {"code": int, "results": [{"name", "error"}, ...]}
   {"op": "train", "workdir", "gin_files", "gin_params", "log": PATH}
                                                          -> {"code": int} (the exit code a one-shot run gives)
+                                                            The same request scores a finished point without
+                                                              training: the runner adds the gin_param
+                                                              "train_and_evaluate.mode = 'eval'" (runner.py,
+                                                              EVAL_MODE_PARAM), which the point's run obeys
                                                             {"code": ..., "retire": true}: the process exits
                                                               after this point (it cannot serve another one)
                                                             {"restart": true}: not run; send it to a fresh
