@@ -248,3 +248,71 @@ def with_registry_hint(error: ValueError) -> ValueError:
     hint = _registered_hint(first)
     return ValueError(first.rstrip(".") + hint + sep + rest) if hint else error
 
+
+
+def is_runner_binding(b: Binding) -> bool:
+    """grid.* and report.*: settings the runner and the reporter read, never the trainer."""
+    return bool(b.arg_name) and not b.scope and b.selector in ("grid", "report")
+
+
+def is_eval_only(b: Binding) -> bool:
+    """An evaluation-only argument of the root (`supcon.corruption_spec.EVAL_ONLY_ARGS`): what is scored, not
+    what is trained."""
+    from supcon import corruption_spec
+
+    return bool(b.arg_name) and corruption_spec.is_eval_only_binding(b.selector, b.arg_name)
+
+
+def final_bindings(recipe: Recipe) -> dict[str, Binding]:
+    """The binding that wins for each key ('scope/selector.arg_name' or 'MACRO'), in order of first appearance."""
+    final: dict[str, Binding] = {}
+    for b in recipe.bindings:
+        final[b.text] = b
+    return {key: final[key] for key in dict.fromkeys(b.text for b in recipe.bindings)}
+
+
+def value_text(value: Any) -> str:
+    """A binding's value as gin text (references and macros unquoted): equal texts train alike (20 is not 20.0,
+    a tuple is not a list)."""
+    from supcon.grid import format_value  # grid imports this module
+
+    try:
+        return format_value(value)
+    except GridError:
+        return repr(value)
+
+
+def training_difference(recipe: Recipe, other: Recipe, fixed: set[str]) -> tuple[str, Binding | None,
+                                                                                   Binding | None] | None:
+    """The first key whose final binding differs between two recipes in what decides training, or None.
+
+    Compared: every binding but grid.*, report.* and the evaluation-only arguments, macros included, except the
+    macros in `fixed` (those every compared point binds from the grid, so their defaults reach no point). A key
+    bound in one recipe only is a difference.
+
+    Returns:
+      (key, the recipe's binding or None, the other's binding or None).
+    """
+    def training(r: Recipe) -> dict[str, Binding]:
+        return {
+            k: b for k, b in final_bindings(r).items()
+            if not is_runner_binding(b) and not is_eval_only(b) and not (b.is_macro and b.selector in fixed)
+        }  # fmt: skip
+
+    mine, theirs = training(recipe), training(other)
+    for key in dict.fromkeys([*mine, *theirs]):
+        a, b = mine.get(key), theirs.get(key)
+        if a is None or b is None or value_text(a.value) != value_text(b.value):
+            return key, a, b
+    return None
+
+
+def eval_only_overrides(recipe: Recipe, other: Recipe) -> list[str]:
+    """Gin bindings that give `other` the evaluation-only settings of `recipe` where their final values differ
+    (e.g. "train_and_evaluate.corruptions = 'all'"): what a trainer of `other`'s file needs to score what `recipe`
+    asks. A setting `other` has and `recipe` leaves unset stays `other`'s."""
+    theirs = {k: b for k, b in final_bindings(other).items() if is_eval_only(b)}
+    return [
+        f"{key} = {value_text(b.value)}" for key, b in final_bindings(recipe).items()
+        if is_eval_only(b) and (key not in theirs or value_text(theirs[key].value) != value_text(b.value))
+    ]  # fmt: skip

@@ -6,6 +6,9 @@ A recipe declares its grid with two gin bindings keyed by UPPER_CASE macros::
     grid.points = [{'METHOD': 'supcon', 'LOSS': '@supcon'},               # coupled settings
                    {'METHOD': 'ce', 'LOSS': @ce}]
 
+A third binding, `grid.runs_of = 'other'`, makes a recipe read (and score) the runs of another recipe instead
+of training its own copies (`runs_of_points`): its points take the ids and run dirs of `other.gin`'s grid.
+
 The points are `points x axes` (either may be absent; neither gives one point with no bindings);
 entries of `points` may bind different macros, and every grid macro must be bound or used somewhere
 in the recipe (which catches typos). A point binds `MACRO = value`; a string value starting with '@'
@@ -20,13 +23,27 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from supcon.bindings import RUNTIME_MACROS, _configurable, _live, check_bindings, reach, references
+from gin import config_parser
+
+from supcon.bindings import (
+    RUNTIME_MACROS,
+    _configurable,
+    _live,
+    check_bindings,
+    is_runner_binding,
+    reach,
+    references,
+    training_difference,
+    value_text,
+)
 from supcon.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
     RECIPES_DIR,
+    Binding,
     GridError,
     Recipe,
     parse_statements,
@@ -290,7 +307,7 @@ def expand(recipe: Recipe) -> list[Point]:
         for combo in combos:
             values = {**entry, **dict(zip(recipe.axes, combo, strict=True))}
             bindings = {k: format_value(v) for k, v in values.items()}
-            pid = point_id(recipe.stem, bindings)
+            pid = point_id(recipe.runs_stem, bindings)
             if pid in seen:
                 where = recipe.where.get("grid.points") or recipe.where.get(
                     "grid.axes", recipe.path
@@ -299,7 +316,7 @@ def expand(recipe: Recipe) -> list[Point]:
                     f"{where}: duplicate grid point {bindings} (points {seen[pid]} and {len(points)})"
                 )
             seen[pid] = len(points)
-            points.append(Point(recipe.stem, len(points), values, bindings, pid, ""))
+            points.append(Point(recipe.runs_stem, len(points), values, bindings, pid, ""))
     keys = slug_keys(recipe, points)
     points = [dataclasses.replace(p, slug=make_slug(p.values, p.id, k)) for p, k in zip(points, keys, strict=True)]
     return _unique_slugs(points)
@@ -314,6 +331,78 @@ def _unique_slugs(points: list[Point]) -> list[Point]:
         dataclasses.replace(p, slug=f"{p.slug}-{p.id}") if counts[p.slug.lower()] > 1 else p
         for p in points
     ]
+
+
+def is_runner_param(param: str) -> bool:
+    """Whether a --gin_param binds only grid.* and report.* settings (the runner's and the reporter's, never the
+    trainer's). A param that does not parse counts as the trainer's."""
+    try:
+        statements = parse_statements(param, f"--gin_param {param!r}")
+    except GridError:
+        return False
+    return bool(statements) and all(
+        isinstance(st, config_parser.BindingStatement)
+        and is_runner_binding(Binding("", "", st.scope or "", st.selector, st.arg_name or "", st.value))
+        for st in statements
+    )
+
+
+def load_runs_of(
+    recipe: Recipe,
+    overlays: Sequence[str] = (),
+    gin_params: Sequence[str] = (),
+    recipes_dir: str = RECIPES_DIR,
+) -> Recipe | None:
+    """The recipe whose runs `recipe` reads (`grid.runs_of`), loaded and checked like `recipe` with the same
+    overlays and --gin_params but the grid.* and report.* ones (those are this recipe's); None without runs_of.
+
+    Raises:
+      GridError: the other recipe fails its own checks, or reads the runs of a third recipe.
+    """
+    if not recipe.runs_of_path or recipe.runs_of_path == recipe.path:
+        return None
+    params = [p for p in gin_params if not is_runner_param(p)]
+    other = load_recipe(recipe.runs_of_path, overlays, params, recipes_dir)
+    if other.runs_of_path and other.runs_of_path != other.path:
+        raise GridError(
+            f"{_runs_of_where(recipe)}: {os.path.basename(other.path)} itself reads the runs of "
+            f"{other.runs_of!r} (grid.runs_of); name that recipe here"
+        )
+    return other
+
+
+def _runs_of_where(recipe: Recipe) -> str:
+    return f"{recipe.where.get('grid.runs_of', recipe.path)}: grid.runs_of = {recipe.runs_of!r}"
+
+
+def runs_of_points(recipe: Recipe, other: Recipe) -> list[Point]:
+    """The points of a recipe that reads the runs of `other` (`grid.runs_of`), with `other`'s slugs.
+
+    Raises:
+      GridError: one line naming grid.runs_of: a point that is not a point of `other`'s grid (same id), or a
+        binding that makes the two train differently (`supcon.bindings.training_difference`: every binding but
+        grid.*, report.* and the evaluation-only ones; header comments may differ too).
+    """
+    name = os.path.basename(other.path)
+    theirs = {p.id: p for p in expand(other)}
+    points = expand(recipe)
+    for point in points:
+        if point.id not in theirs:
+            shown = "{" + ", ".join(f"{k}: {v}" for k, v in point.bindings.items()) + "}"
+            raise GridError(f"{_runs_of_where(recipe)}: point {shown} is not in {name}'s grid")
+    fixed = set.intersection(*(set(p.values) for p in points)) if points else set()
+    found = training_difference(recipe, other, fixed)
+    if found:
+        key, mine, their = found
+
+        def side(b, label: str) -> str:
+            return f"{value_text(b.value)} ({label}, {b.where})" if b else f"not bound ({label})"
+
+        raise GridError(
+            f"{_runs_of_where(recipe)}: this recipe trains differently from {name}: {key} = "
+            f"{side(mine, 'this recipe')} vs {side(their, name)}"
+        )
+    return [dataclasses.replace(p, slug=theirs[p.id].slug) for p in points]
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -25,6 +25,7 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # Where a binding comes from. Overlays (the runner's smoke.gin, a point's own bindings) are generic: they may
 # bind macros that a given recipe does not have, so the unused-binding checks skip them.
 RECIPE, INCLUDE, OVERLAY, PARAM = "recipe", "include", "overlay", "param"
+GRID_ARGS = ("axes", "points", "runs_of")  # the runner's grid.* bindings
 
 
 class GridError(ValueError):
@@ -90,6 +91,8 @@ class Recipe:
       files: the recipe and every file it includes, in parse order.
       where: 'file:line' of each grid/report binding, for error messages.
       bindings: every binding statement in parse order (see `Binding`), grid and report ones included.
+      runs_of: the `grid.runs_of` value: the stem of the recipe whose runs this one reads (None: its own).
+      runs_of_path: that recipe's file (`resolve_runs_of`), '' without grid.runs_of.
     """
 
     path: str
@@ -103,6 +106,13 @@ class Recipe:
     files: list[str] = dataclasses.field(default_factory=list)
     where: dict[str, str] = dataclasses.field(default_factory=dict)
     bindings: list[Binding] = dataclasses.field(default_factory=list)
+    runs_of: Any = None
+    runs_of_path: str = ""
+
+    @property
+    def runs_stem(self) -> str:
+        """The stem the grid's points carry (their ids, run dirs and point.json): `grid.runs_of`, else `stem`."""
+        return self.runs_of or self.stem
 
     @property
     def keys(self) -> list[str]:
@@ -223,10 +233,9 @@ def _apply_binding(recipe: Recipe, st: config_parser.BindingStatement, where: st
         if st.scope:
             raise GridError(f"{where}: {st.scope}/{st.selector}.{st.arg_name} must not be scoped")
         if st.selector == "grid":
-            if st.arg_name not in ("axes", "points"):
-                raise GridError(
-                    f"{where}: unknown binding grid.{st.arg_name} (allowed: grid.axes, grid.points)"
-                )
+            if st.arg_name not in GRID_ARGS:
+                allowed = ", ".join(f"grid.{name}" for name in GRID_ARGS)
+                raise GridError(f"{where}: unknown binding grid.{st.arg_name} (allowed: {allowed})")
             setattr(recipe, st.arg_name, st.value)
         else:
             recipe.report[st.arg_name] = st.value
@@ -279,4 +288,36 @@ def read_recipe(
         statements = parse_statements(param, where, recipe.macro_uses)
         # An include in a --gin_param resolves from the working directory.
         _apply(recipe, statements, os.path.join(os.getcwd(), "--gin_param"), PARAM, recipes_dir, (), where)
+    resolve_runs_of(recipe, recipes_dir)
     return recipe
+
+
+def resolve_runs_of(recipe: Recipe, recipes_dir: str = RECIPES_DIR) -> None:
+    """Checks `grid.runs_of = 'other'` and finds `other.gin` (in the recipe's folder, then `recipes_dir`).
+
+    A recipe with `grid.runs_of` reads and scores the runs of another recipe instead of training its own copies:
+    its points carry the other recipe's stem (ids, run dirs in `<runs_dir>/<other>/`);
+    `supcon.grid.runs_of_points` checks that they are points of the other grid and that both recipes train
+    alike. Naming the recipe itself is the same as not binding it.
+
+    Raises:
+      GridError: the value is not a recipe stem, or no such recipe file exists (one line naming grid.runs_of).
+    """
+    if recipe.runs_of is None:
+        return
+    where = recipe.where.get("grid.runs_of", display(recipe.path))
+    stem = recipe.runs_of
+    if not isinstance(stem, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", stem) or stem.endswith(".gin"):
+        raise GridError(
+            f"{where}: grid.runs_of must be the stem of another recipe, a string like 'fmnist_table2' (no folder, "
+            f"no .gin); got {stem!r}"
+        )
+    folders = list(dict.fromkeys([os.path.dirname(recipe.path), os.path.abspath(recipes_dir)]))
+    for folder in folders:
+        candidate = os.path.join(folder, f"{stem}.gin")
+        if os.path.isfile(candidate):
+            recipe.runs_of_path = candidate
+            return
+    raise GridError(
+        f"{where}: grid.runs_of = {stem!r}: no recipe {stem}.gin in {' or '.join(display(f) for f in folders)}"
+    )
