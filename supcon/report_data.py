@@ -1,7 +1,9 @@
 """Reading run directories for the reporter: runs, their values, the report spec and missing points.
 
 Reads only what the runner and the trainer wrote (`point.json`, `status.json`, `result.json`, `env.json`);
-imports no TensorFlow. A folder of runs is `<runs_dir>/<slug>/point.json`, one level deep.
+imports no TensorFlow. A folder of runs is `<runs_dir>/<slug>/point.json`, one level deep. Given the recipe the
+report is for (`ReportRecipe`, what the runner passes), only the run dirs of its grid's points are read (a recipe
+with grid.runs_of reads some of another recipe's runs), and every point of the grid without a run dir is absent.
 """
 
 from __future__ import annotations
@@ -60,6 +62,29 @@ class Run:
         return float(value) if value == value else None
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportRecipe:
+    """The recipe a report is for, as the runner read it (`python -m supcon.report --recipe`).
+
+    Attributes:
+      path: the recipe file.
+      stem: its stem: the report's name.
+      runs_stem: the stem its points carry in point.json (`grid.runs_of`'s, else `stem`).
+      points: point id -> the point's values, for every point of its grid.
+      report: its `report.*` settings (without the prefix).
+      header: its leading comment lines.
+      where: 'file:line' of each `report.*` binding, for error messages.
+    """
+
+    path: str
+    stem: str
+    runs_stem: str
+    points: dict[str, dict]
+    report: dict
+    header: list
+    where: dict = dataclasses.field(default_factory=dict)
+
+
 def value_label(value: Any) -> str:
     """Formats one macro value for people: strings bare, numbers short, containers as JSON."""
     if value is None:
@@ -107,12 +132,15 @@ def _notes(path: str) -> tuple[dict, dict, list[str]]:
     return status or {}, env or {}, notes
 
 
-def _read_run(path: str, slug: str, stem: str | None) -> Run:
+def _read_run(path: str, slug: str, stem: str | None, recipe: ReportRecipe | None = None) -> Run:
     """Builds a Run from one directory that holds a point.json; `stem`: the recipe of this folder's runs."""
     point, why = workdir.read_object(os.path.join(path, workdir.POINT))
     problem = workdir.run_problem(path)
     if not why and point is not None and stem is not None and point.get("recipe_stem") != stem:
-        problem = f"left by recipe {point.get('recipe_stem')!r}; the other runs here are {stem!r}'s"
+        whose = f"this report reads {stem!r}'s runs" if recipe else f"the other runs here are {stem!r}'s"
+        problem = f"left by recipe {point.get('recipe_stem')!r}; {whose}"
+    elif not problem and recipe is not None and not (isinstance(point, dict) and isinstance(point.get("id"), str)):
+        problem = f"left by an older version of the runner ({workdir.POINT} has no point id)"
     if problem:
         # Values are kept only when point.json is this recipe's (a bad result.json): the point stays planned.
         readable = not why and point is not None and not problem.startswith((workdir.POINT, "left by"))
@@ -145,15 +173,23 @@ def _folder_stem(runs_dir: str, slugs: list[str]) -> str | None:
     return name if name in stems else max(sorted(set(stems)), key=stems.count)
 
 
-def load_runs(runs_dir: str) -> list[Run]:
+def load_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> list[Run]:
+    """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug (see `read_runs`)."""
+    return read_runs(runs_dir, recipe)[0]
+
+
+def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[Run], list[str]]:
     """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug.
 
     Args:
-      runs_dir: the folder of one recipe's run directories.
+      runs_dir: the folder of one recipe's run directories (with grid.runs_of: the other recipe's).
+      recipe: the recipe the report is for, or None: every run dir of the folder's recipe is read.
 
     Returns:
-      The runs found (those the report cannot use as `skipped`, with the reason), plus absent points inferred
-      from the SEED axis (see `infer_absent`).
+      The runs found (those the report cannot use as `skipped`, with the reason), plus the absent points: with
+      `recipe`, every point of its grid that has no run dir; else those inferred from the SEED axis (see
+      `infer_absent`). And the slugs of the run dirs left out: with `recipe`, those of its runs' recipe whose
+      point is not in its grid (another recipe's points, for grid.runs_of; an earlier grid's, else).
 
     Raises:
       ValueError: if `runs_dir` is not a directory or holds no run directory.
@@ -167,9 +203,18 @@ def load_runs(runs_dir: str) -> list[Run]:
         raise ValueError(
             f"runs_dir {runs_dir!r} holds no run directory (no <slug>/{workdir.POINT})"
         )
-    stem = _folder_stem(runs_dir, slugs)
-    runs = [_read_run(os.path.join(runs_dir, slug), slug, stem) for slug in slugs]
-    return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values])
+    stem = recipe.runs_stem if recipe else _folder_stem(runs_dir, slugs)
+    runs = [_read_run(os.path.join(runs_dir, slug), slug, stem, recipe) for slug in slugs]
+    if recipe is None:
+        return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values]), []
+    outside = [r.slug for r in runs if r.point and r.point.get("id") not in recipe.points]
+    runs = [r for r in runs if r.slug not in outside]
+    found = {r.point.get("id") for r in runs if r.point}
+    absent = [
+        Run(MISSING, None, dict(values), ABSENT, reason="no run directory")
+        for pid, values in recipe.points.items() if pid not in found
+    ]  # fmt: skip
+    return runs + absent, outside
 
 
 def group_key(values: dict, exclude: tuple[str, ...] = (SEED,)) -> tuple:

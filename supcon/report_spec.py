@@ -321,3 +321,23 @@ def spec_of_runs(runs: Sequence) -> dict:
     spec["header"] = [str(line) for line in point.get("header") or []]
     return spec
 
+
+def spec_of_recipe(recipe, runs: Sequence) -> dict:
+    """The `report.*` settings of the recipe the report is for (`report_data.ReportRecipe`, given by the runner),
+    checked as in `spec_of_runs`: they, not those copied into the runs' point.json, shape the report (with
+    grid.runs_of the runs are another recipe's, and so are their point.json's settings).
+
+    Returns:
+      `parse`'s dict plus `stem` (the recipe's own stem) and `header` (its comment lines).
+
+    Raises:
+      ValueError: one line naming the recipe's file and line and the setting (see `check`).
+    """
+    try:
+        spec = check(dict(recipe.report), [r.values for r in runs], macros=False)
+    except SpecError as e:
+        raise ValueError(f"{recipe.where.get(f'report.{e.key}', paper_numbers.shown(recipe.path))}: {e}") from None
+    spec["stem"] = recipe.stem
+    spec["header"] = [str(line) for line in recipe.header]
+    return spec
+
