@@ -36,6 +36,20 @@ checkpoint restored, no training; `--gin_param "train_and_evaluate.mode = 'eval'
 keys to its result.json and keeps every other field. --dry_run shows such points as 'needs eval'. A run dir's
 --gin_params are compared without the evaluation-only ones.
 
+Reading another recipe's runs. `grid.runs_of = 'other'` (a recipe stem: `other.gin` in the recipe's folder or in
+recipes/) makes a recipe read, score and report points of another recipe's grid instead of training copies of them
+under its own stem: its points take the other recipe's ids, slugs and run dirs (`<runs_dir>/<other>/`, with --smoke
+`<runs_dir>/smoke/<other>/`; --dry_run and the summary say `runs of recipes/other.gin`), and a point missing there
+is trained there as the other recipe's runner would (its file, its point.json, which also names this recipe as
+`runs_of_by`). The recipe's evaluation-only settings reach the trainer as --gin_params, so the other's finished
+points are scored in eval mode as above. Before anything runs, every point must be a point of the other grid and
+the two recipes must train alike: every binding but grid.*, report.* and the evaluation-only ones, macros included
+(but those every point binds from the grid), must have the same final value; else a one-line error naming
+grid.runs_of. Comments, report.* and grid.* settings may differ. The report still goes to
+`<report_dir>/<recipe>/`: the reporter gets the recipe (`--recipe`, for every recipe) and reads only the run dirs
+of its grid's points, with its report.* settings and header; a plain recipe's report thus leaves out (and counts)
+run dirs of points no longer in its grid, and lists every point of its grid without a run dir as absent.
+
 A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
 A run directory the point cannot use (an unreadable point.json or result.json, another recipe's point, an older
@@ -63,6 +77,7 @@ import time
 from absl import app, flags
 
 from supcon import corruption_spec, grid, progress, workdir
+from supcon.bindings import eval_only_overrides
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
 
@@ -91,7 +106,9 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "shard", None, "I/N: run only the I-th (0-based) of N disjoint slices of the grid."
 )
-flags.DEFINE_string("runs_dir", "runs", "Where run directories go: <runs_dir>/<recipe>/<slug>/.")
+flags.DEFINE_string(
+    "runs_dir", "runs", "Where run directories go: <runs_dir>/<recipe>/<slug>/ (grid.runs_of: the other recipe's)."
+)
 flags.DEFINE_string(
     "report_dir", "reports", "Where the report goes: <report_dir>/<recipe>/README.md."
 )
@@ -148,6 +165,14 @@ class Plan:
     unusable: dict = dataclasses.field(default_factory=dict)  # slug -> why its run dir is not used
     dirs: dict = dataclasses.field(default_factory=dict)  # point id -> its run dir's name, when not its slug
     requests: dict = dataclasses.field(default_factory=dict)  # point id -> (corruptions, severities) asked for
+    runs_of: grid.Recipe | None = None  # the recipe whose runs this one reads (grid.runs_of), None: its own
+    folder_ids: set = dataclasses.field(default_factory=set)  # ids of every point whose run dir is in runs_root
+    trainer_params: list = dataclasses.field(default_factory=list)  # the --gin_params the trainer gets
+
+    @property
+    def trainer_recipe(self) -> grid.Recipe:
+        """The recipe file the trainer reads: the other recipe's with grid.runs_of (the two train alike)."""
+        return self.runs_of or self.recipe
 
     def run_dir(self, point: grid.Point) -> str:
         return os.path.join(self.runs_root, self.dirs.get(point.id, point.slug))
@@ -183,7 +208,7 @@ def locate_run_dirs(plan: Plan) -> dict[str, str]:
             if isinstance(point, dict) and isinstance(point.get("id"), str):
                 holders.setdefault(point["id"], []).append(name)
     owner = {name: pid for pid, names in holders.items() for name in names}
-    ids = {p.id for p in plan.grid_points}
+    ids = plan.folder_ids or {p.id for p in plan.grid_points}
     dirs = {}
     for point in plan.grid_points:
         names = holders.get(point.id, [])
@@ -305,22 +330,28 @@ def make_plan(argv: list[str]) -> Plan:
     try:
         recipe = grid.load_recipe(path, overlays=overlays, gin_params=FLAGS.gin_param)
         _check_gin_params(recipe)
-        points = grid.expand(recipe)
+        other = grid.load_runs_of(recipe, overlays=overlays, gin_params=FLAGS.gin_param)
+        points = grid.runs_of_points(recipe, other) if other else grid.expand(recipe)
+        folder_ids = {p.id for p in grid.expand(other)} if other else {p.id for p in points}
         selected = grid.select(points, grid.parse_only(FLAGS.only, recipe.keys))
         if shard:
             selected = grid.shard(selected, *shard)
     except grid.GridError as e:
         raise UsageError(str(e)) from None
-    sub = os.path.join("smoke", recipe.stem) if FLAGS.smoke else recipe.stem
+    sub = os.path.join("smoke", recipe.runs_stem) if FLAGS.smoke else recipe.runs_stem
+    report_sub = os.path.join("smoke", recipe.stem) if FLAGS.smoke else recipe.stem
     plan = Plan(
         recipe=recipe,
         grid_points=points,
         points=selected,
         runs_root=os.path.abspath(os.path.join(FLAGS.runs_dir, sub)),
-        report_out=os.path.abspath(os.path.join(FLAGS.report_dir, sub)),
+        report_out=os.path.abspath(os.path.join(FLAGS.report_dir, report_sub)),
         overlays=overlays,
         gin_params=list(FLAGS.gin_param),
         sharded=bool(shard),
+        runs_of=other,
+        folder_ids=folder_ids,
+        trainer_params=trainer_params(recipe, other, list(FLAGS.gin_param)),
     )
     plan.dirs = locate_run_dirs(plan)
     for point in selected:
@@ -332,11 +363,23 @@ def make_plan(argv: list[str]) -> Plan:
     return plan
 
 
+def trainer_params(recipe: grid.Recipe, other: grid.Recipe | None, gin_params: list) -> list:
+    """The --gin_params the trainer gets: the runner's; with grid.runs_of (the trainer then reads the other
+    recipe's file), those but the grid.* and report.* ones, plus this recipe's evaluation-only settings where they
+    differ from the other's (e.g. "train_and_evaluate.corruptions = 'all'"), so its points are scored as it asks."""
+    if other is None:
+        return list(gin_params)
+    return [p for p in gin_params if not grid.is_runner_param(p)] + eval_only_overrides(recipe, other)
+
+
 def _training_params(params: list) -> list:
-    """The --gin_params without the evaluation-only ones (train_and_evaluate.corruptions, ...): those change
-    what is scored, not what is trained, so a run dir may be scored again with others."""
+    """The --gin_params without the evaluation-only ones (train_and_evaluate.corruptions, ...) and the grid.* and
+    report.* ones: those change what is scored or reported, not what is trained, so a run dir may be scored again
+    (or read by another recipe, grid.runs_of) with others."""
     kept = []
     for param in params:
+        if grid.is_runner_param(param):
+            continue
         try:
             statements = grid.parse_statements(param, f"--gin_param {param!r}")
         except grid.GridError:
@@ -378,7 +421,14 @@ def describe_grid(plan: Plan) -> str:
     text = f"{_rel(recipe.path)}: {count} point{'' if count == 1 else 's'}{shape}"
     if len(plan.points) != len(plan.grid_points):
         text += f", {len(plan.points)} selected"
-    return text
+    return text + _runs_of_note(plan)
+
+
+def _runs_of_note(plan: Plan) -> str:
+    """'; runs of recipes/other.gin in runs/other' for a recipe with grid.runs_of, else ''."""
+    if plan.runs_of is None:
+        return ""
+    return f"; runs of {_rel(plan.runs_of.path)} in {_rel(plan.runs_root)}"
 
 
 def dry_run(plan: Plan) -> int:
@@ -438,8 +488,8 @@ def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
             bindings = os.path.join(tmp, f"point{i}.gin")
             workdir.write_text_atomic(bindings, point.gin_text())
             names[bindings] = f"<bindings of {point.slug}>"
-            files = [plan.recipe.path, bindings, *plan.overlays]
-            spec.append({"name": point.slug, "gin_files": files, "gin_params": plan.gin_params})
+            files = [plan.trainer_recipe.path, bindings, *plan.overlays]
+            spec.append({"name": point.slug, "gin_files": files, "gin_params": plan.trainer_params})
         spec_path = os.path.join(tmp, "spec.json")
         workdir.write_json_atomic(spec_path, spec)
         if reuse:
@@ -583,11 +633,11 @@ class Launcher:
         if scoring:
             how = f"scoring: {_count(len(self.plan.missing_metrics(point)), 'metric')} missing, eval mode"
         bindings = POINT_GIN if not self.secondary else f"point-{self.secondary}.gin"
-        gin_files = [self.plan.recipe.path, os.path.join(run_dir, bindings), *self.plan.overlays]
-        gin_params = self.plan.gin_params + ([EVAL_MODE_PARAM] if scoring else [])
+        gin_files = [self.plan.trainer_recipe.path, os.path.join(run_dir, bindings), *self.plan.overlays]
+        gin_params = self.plan.trainer_params + ([EVAL_MODE_PARAM] if scoring else [])
         workdir.write_text_atomic(
             gin_files[1],
-            f"# Grid point {point.id} of {_rel(self.plan.recipe.path)}\n" + point.gin_text(),
+            f"# Grid point {point.id} of {_rel(self.plan.trainer_recipe.path)}\n" + point.gin_text(),
         )
         if not self.secondary and not scoring:  # a scored point keeps the point.json it was trained with
             workdir.write_json_atomic(
@@ -768,22 +818,31 @@ def failure_reason(run_dir: str, code: int, start: float, interrupted: bool) -> 
 
 
 def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
-    """The content of point.json."""
-    recipe = plan.recipe
-    rel = os.path.relpath(recipe.path, ROOT)
-    return {
-        "recipe": recipe.path if rel.startswith("..") else rel,
+    """The content of point.json: with grid.runs_of, the other recipe's point as its own runner writes it (its
+    recipe, report settings and header), and `runs_of_by`, the recipe whose runner wrote it."""
+    recipe = plan.trainer_recipe
+    record = {
+        "recipe": _repo_path(recipe.path),
         "recipe_stem": recipe.stem,
         "id": point.id,
         "slug": os.path.basename(plan.run_dir(point)),  # the point's slug, or an earlier version's
         "bindings": point.bindings,
         "values": point.values,
         "gin_files": gin_files,
-        "gin_params": plan.gin_params,
+        "gin_params": plan.trainer_params,
         "smoke": bool(plan.overlays),
         "report": recipe.report,
         "header": recipe.header,
     }
+    if plan.runs_of is not None:
+        record["runs_of_by"] = _repo_path(plan.recipe.path)
+    return record
+
+
+def _repo_path(path: str) -> str:
+    """A path relative to the repository when inside it, else absolute."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith("..") else rel
 
 
 def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
@@ -800,7 +859,8 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
     parts += [f"{len(count[s])} {s}" for s in (EVALUATED, UNUSABLE, "busy", "interrupted") if count[s]]
     if count[NOT_RUN]:
         parts.append(f"{len(count[NOT_RUN])} not finished (not run: --eval_only)")
-    print(f"summary: {_count(len(outcomes), 'point')} in {_rel(plan.runs_root)}: " + ", ".join(parts))
+    shared = f" (runs of {_rel(plan.runs_of.path)})" if plan.runs_of is not None else ""
+    print(f"summary: {_count(len(outcomes), 'point')} in {_rel(plan.runs_root)}{shared}: " + ", ".join(parts))
     for o in count["failed"]:
         print(f"  failed {o.point.slug}: {o.detail}")
     for o in count[UNUSABLE]:
@@ -833,6 +893,14 @@ def runner_command(plan: Plan) -> str:
     return shlex.join(parts)
 
 
+def report_args(plan: Plan, shown=lambda path: path) -> list[str]:
+    """The reporter's arguments: the runs folder, the report folder and the recipe as the runner read it (its
+    overlays and --gin_params), whose grid selects the runs and whose report.* settings shape the report."""
+    args = [shown(plan.runs_root), "--out", shown(plan.report_out), "--recipe", shown(plan.recipe.path)]
+    args += [arg for f in plan.overlays for arg in ("--overlay", shown(f))]
+    return args + [arg for b in plan.gin_params for arg in ("--gin_param", b)]
+
+
 def make_report(plan: Plan) -> int:
     """Runs `python -m supcon.report` over the recipe's run directories when it makes sense."""
     if not FLAGS.report or _secondary_worker():
@@ -844,12 +912,10 @@ def make_report(plan: Plan) -> int:
     if plan.sharded and waiting:
         print(
             f"report: skipped, {_count(len(waiting), 'point')} of other shards {'is' if len(waiting) == 1 else 'are'} "
-            "not done; when they are, run "
-            f"python -m supcon.report {_rel(plan.runs_root)} --out {_rel(plan.report_out)}"
+            f"not done; when they are, run {shlex.join(['python', '-m', 'supcon.report', *report_args(plan, _rel)])}"
         )
         return 0
-    cmd = [sys.executable, "-m", "supcon.report", plan.runs_root, "--out", plan.report_out,
-           "--command", runner_command(plan)]  # fmt: skip
+    cmd = [sys.executable, "-m", "supcon.report", *report_args(plan), "--command", runner_command(plan)]
     code = subprocess.run(cmd, env=child_env(threads_per_job(1))).returncode
     if code != 0:
         print(f"report: failed (exit code {code}): {' '.join(cmd)}")
@@ -869,7 +935,7 @@ def main(argv: list[str]) -> int:
             if FLAGS.show_config:
                 from supcon import show_config  # no TF: it starts one trainer-like process
 
-                code = show_config.show(plan.recipe.path, plan.points, plan.overlays, plan.gin_params,
+                code = show_config.show(plan.trainer_recipe.path, plan.points, plan.overlays, plan.trainer_params,
                                         child_env(threads_per_job(1))) or code
             return code
         print(describe_grid(plan), flush=True)
