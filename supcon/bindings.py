@@ -32,12 +32,14 @@ Three checks, the last one per grid, because a protocol file may bind holes for 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import json
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from supcon.recipe import OVERLAY, PARAM, RECIPE, Binding, GridError, Recipe
+from supcon.recipe import INCLUDE, OVERLAY, PARAM, RECIPE, Binding, GridError, Recipe
 
 # Macros the code reads by name (gin.query_parameter), with the reason.
 RUNTIME_MACROS = {"METHOD": "supcon.main calls the root in the gin scope METHOD names"}
@@ -263,12 +265,13 @@ def is_eval_only(b: Binding) -> bool:
     return bool(b.arg_name) and corruption_spec.is_eval_only_binding(b.selector, b.arg_name)
 
 
-def final_bindings(recipe: Recipe) -> dict[str, Binding]:
-    """The binding that wins for each key ('scope/selector.arg_name' or 'MACRO'), in order of first appearance."""
+def final_bindings(recipe: Recipe, bindings: Sequence[Binding] | None = None) -> dict[str, Binding]:
+    """The binding that wins for each key ('scope/selector.arg_name' or 'MACRO'), in order of first appearance, of
+    `bindings` in the order read (default: the recipe's)."""
     final: dict[str, Binding] = {}
-    for b in recipe.bindings:
-        final[b.text] = b
-    return {key: final[key] for key in dict.fromkeys(b.text for b in recipe.bindings)}
+    for b in recipe.bindings if bindings is None else bindings:
+        final[b.text] = b  # a key keeps its first position and takes its last value
+    return final
 
 
 def value_text(value: Any) -> str:
@@ -282,29 +285,97 @@ def value_text(value: Any) -> str:
         return repr(value)
 
 
+def _point_order(recipe: Recipe, values: dict) -> list[Binding]:
+    """A grid point's bindings in the order its trainer reads them: the recipe and its includes, the point's grid
+    values (the runner's point.gin), then the overlays (smoke.gin) and the --gin_params."""
+    files = [b for b in recipe.bindings if b.origin in (RECIPE, INCLUDE)]
+    later = [b for b in recipe.bindings if b.origin not in (RECIPE, INCLUDE)]
+    point = [Binding("the grid point", OVERLAY, "", key, "", value) for key, value in values.items()]
+    return files + point + later
+
+
+def training_settings(recipe: Recipe, values: dict | None = None, fixed: set[str] = frozenset()) -> dict[str, Binding]:
+    """The final bindings that decide what trains: every key but grid.*, report.* and the evaluation-only arguments.
+
+    Args:
+      recipe: the recipe as read (overlays and --gin_params included).
+      values: a grid point's values, or None for the recipe itself. Given, the point's configuration: its values
+        are bound after the recipe's files (as the runner's point.gin), and only the keys the point may read are
+        kept (`reach`: configurable bindings in scopes it enters, macros it reads; an over-approximation, so a
+        cross-entropy point leaves out the pretraining settings but keeps every binding it reads).
+      fixed: macros left out (those every compared point binds from the grid, for a whole-recipe comparison).
+
+    Returns:
+      {key ('scope/selector.arg_name' or 'MACRO'): its final binding}, in order of first appearance.
+    """
+    final = final_bindings(recipe, None if values is None else _point_order(recipe, values))
+    scopes, read = reach(recipe, values) if values is not None else (None, None)
+
+    def readable(b: Binding) -> bool:
+        return scopes is None or (_live(b.scope, scopes) and (not b.is_macro or b.selector in read))
+
+    return {
+        key: b for key, b in final.items()
+        if not (is_runner_binding(b) or is_eval_only(b) or (b.is_macro and b.selector in fixed)) and readable(b)
+    }  # fmt: skip
+
+
+def settings_text(settings: dict[str, Binding]) -> dict[str, str]:
+    """{key: value as gin text} in the same order: equal texts train alike (20 is not 20.0)."""
+    return {key: value_text(b.value) for key, b in settings.items()}
+
+
+def settings_hash(texts: dict[str, str]) -> str:
+    """8 hex digits of a settings mapping (`settings_text`), for people and quick comparisons."""
+    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def settings_differences(mine: dict[str, str], theirs: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """The keys whose gin text differs between two settings mappings, in order of appearance (`mine`'s keys first):
+    (key, mine's text or None, theirs or None); a key in one mapping only is a difference."""
+    return [
+        (key, mine.get(key), theirs.get(key))
+        for key in dict.fromkeys([*mine, *theirs])
+        if mine.get(key) != theirs.get(key)
+    ]  # fmt: skip
+
+
+def describe_differences(found: list[tuple[str, str | None, str | None]], labels: tuple[str, str],
+                         limit: int = 3) -> str:
+    """'PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now), train_and_evaluate.max_examples = 5000 vs 20000': the first
+    `limit` differences (`settings_differences`), the first one with its `labels`, then how many more."""
+    parts = []
+    for i, (key, mine, theirs) in enumerate(found[:limit]):
+        a, b = mine if mine is not None else "not bound", theirs if theirs is not None else "not bound"
+        parts.append(f"{key} = {a} ({labels[0]}) vs {b} ({labels[1]})" if i == 0 else f"{key} = {a} vs {b}")
+    more = len(found) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
 def training_difference(recipe: Recipe, other: Recipe, fixed: set[str]) -> tuple[str, Binding | None,
                                                                                    Binding | None] | None:
     """The first key whose final binding differs between two recipes in what decides training, or None.
 
-    Compared: every binding but grid.*, report.* and the evaluation-only arguments, macros included, except the
-    macros in `fixed` (those every compared point binds from the grid, so their defaults reach no point). A key
-    bound in one recipe only is a difference.
+    Compared (`training_settings`, as gin text): every binding but grid.*, report.* and the evaluation-only
+    arguments, macros included, except the macros in `fixed` (those every compared point binds from the grid, so
+    their defaults reach no point). A key bound in one recipe only is a difference.
 
     Returns:
       (key, the recipe's binding or None, the other's binding or None).
     """
-    def training(r: Recipe) -> dict[str, Binding]:
-        return {
-            k: b for k, b in final_bindings(r).items()
-            if not is_runner_binding(b) and not is_eval_only(b) and not (b.is_macro and b.selector in fixed)
-        }  # fmt: skip
+    mine, theirs = training_settings(recipe, fixed=fixed), training_settings(other, fixed=fixed)
+    found = settings_differences(settings_text(mine), settings_text(theirs))
+    if not found:
+        return None
+    key = found[0][0]
+    return key, mine.get(key), theirs.get(key)
 
-    mine, theirs = training(recipe), training(other)
-    for key in dict.fromkeys([*mine, *theirs]):
-        a, b = mine.get(key), theirs.get(key)
-        if a is None or b is None or value_text(a.value) != value_text(b.value):
-            return key, a, b
-    return None
+
+def run_settings_mismatch(recorded: dict, current: dict[str, str]) -> str:
+    """'' when a run's recorded settings (its point.json `training_settings`) equal the current ones, else the first
+    differences in the current settings' order: 'PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now), ...'."""
+    found = [(key, theirs, mine) for key, mine, theirs in settings_differences(current, recorded)]
+    return describe_differences(found, ("run", "recipe now")) if found else ""
 
 
 def eval_only_overrides(recipe: Recipe, other: Recipe) -> list[str]:
