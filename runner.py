@@ -54,6 +54,19 @@ A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on 
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
 A run directory the point cannot use (an unreadable point.json or result.json, another recipe's point, an older
 version's files: supcon.workdir.run_problem) is skipped with its reason, never trained over.
+
+Settings a run was trained with. A point's id hashes its grid values only, so an edited recipe (other epochs, another
+augmenter, an edited include) keeps its points' ids and run dirs. point.json therefore records the settings the point
+trains with (`training_settings`, {binding: gin text}, and their `training_settings_hash`): every final binding of its
+configuration (the recipe and its includes, its grid values, the --smoke overlay, the --gin_params) that it may read
+(supcon.bindings.reach: a cross-entropy point leaves out the pretraining settings), but grid.*, report.* and the
+evaluation-only ones. Every run (--dry_run and --eval_only too, and a grid.runs_of recipe reading the other's runs)
+compares a started or finished run dir's record with the point's settings now, as gin text; one that differs is
+unusable as above, with the first differences, e.g. `runs/x/method-supcon_seed-0 was trained with other settings:
+PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now); move it away to retrain, or pass another --runs_dir`. Comments,
+report.*, grid.* and evaluation-only edits keep the runs. A run dir written before settings were recorded is used as
+it is (there is no way to tell), and --dry_run marks it `(settings not recorded)`. The reporter leaves such finished
+runs out of a recipe's report the same way.
 Exit codes: 0 all selected points done (or held by another runner), 1 some failed or unusable, 2 bad
 flags, environment, recipe or point (nothing was written), 130 interrupted.
 
@@ -77,7 +90,7 @@ import time
 from absl import app, flags
 
 from supcon import corruption_spec, grid, progress, workdir
-from supcon.bindings import eval_only_overrides
+from supcon.bindings import eval_only_overrides, run_settings_mismatch, settings_hash, settings_text, training_settings
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
 
@@ -168,6 +181,8 @@ class Plan:
     runs_of: grid.Recipe | None = None  # the recipe whose runs this one reads (grid.runs_of), None: its own
     folder_ids: set = dataclasses.field(default_factory=set)  # ids of every point whose run dir is in runs_root
     trainer_params: list = dataclasses.field(default_factory=list)  # the --gin_params the trainer gets
+    settings: dict = dataclasses.field(default_factory=dict)  # point id -> {binding: gin text} it trains with
+    unrecorded: set = dataclasses.field(default_factory=set)  # ids of points whose run dir predates recorded settings
 
     @property
     def trainer_recipe(self) -> grid.Recipe:
@@ -355,6 +370,7 @@ def make_plan(argv: list[str]) -> Plan:
     )
     plan.dirs = locate_run_dirs(plan)
     for point in selected:
+        plan.settings[point.id] = point_settings(plan, point)
         try:
             plan.requests[point.id] = corruption_spec.requested(recipe, point.values)
         except ValueError as e:
@@ -392,9 +408,18 @@ def _training_params(params: list) -> list:
     return kept
 
 
+def point_settings(plan: Plan, point: grid.Point) -> dict[str, str]:
+    """The settings a point trains with, {binding: gin text}: every final binding of its configuration (the trainer's
+    recipe, its grid values, the overlays and --gin_params) that it may read, but grid.*, report.* and the
+    evaluation-only ones (`supcon.bindings.training_settings`). Recorded in point.json; compared on every run."""
+    return settings_text(training_settings(plan.trainer_recipe, point.values))
+
+
 def _check_existing(plan: Plan) -> None:
-    """Sets aside run dirs this point cannot use (`workdir.run_problem`: unreadable files, another recipe's or
-    an older version's point) in `plan.unusable`, and refuses to mix a point's runs with other --gin_params."""
+    """Sets aside run dirs this point cannot use in `plan.unusable`: unreadable files, another recipe's or an older
+    version's point (`workdir.run_problem`), or a run trained with other settings than the point's now (its
+    point.json's `training_settings`; a run dir that predates them is used, and noted in `plan.unrecorded`). Refuses
+    to mix a point's runs with other --gin_params."""
     for point in plan.points:
         where = _rel(plan.run_dir(point))
         problem = workdir.run_problem(plan.run_dir(point), point.id)
@@ -402,12 +427,20 @@ def _check_existing(plan: Plan) -> None:
             plan.unusable[point.slug] = f"{problem}; move {where} away to run this point"
             continue
         old = workdir.read_json(os.path.join(plan.run_dir(point), workdir.POINT))
-        if not old:
-            continue
-        if _training_params(old.get("gin_params", [])) != _training_params(plan.gin_params):
+        if old and _training_params(old.get("gin_params", [])) != _training_params(plan.gin_params):
             raise UsageError(
                 f"{where} was run with --gin_param {old.get('gin_params')}, not {plan.gin_params}; "
                 "pass another --runs_dir to keep both"
+            )
+        if workdir.point_status(plan.run_dir(point)) == "new":
+            continue  # nothing trained yet: training rewrites its point.json
+        recorded = workdir.recorded_settings(old)
+        if recorded is None:
+            plan.unrecorded.add(point.id)
+        elif mismatch := run_settings_mismatch(recorded, plan.settings[point.id]):
+            plan.unusable[point.slug] = (
+                f"{where} was trained with other settings: {mismatch}; move it away to retrain, or pass another "
+                "--runs_dir"
             )
 
 
@@ -440,6 +473,8 @@ def dry_run(plan: Plan) -> int:
         status = plan.status(point)
         counts[status] = counts.get(status, 0) + 1
         note = f"  {plan.unusable[point.slug]}" if status == UNUSABLE else ""
+        recorded = "  (settings not recorded)" if point.id in plan.unrecorded and status != UNUSABLE else ""
+        note += recorded
         if status == NEEDS_EVAL:
             note += f"  (lacks {_count(len(plan.missing_metrics(point)), 'metric')}: scored in eval mode, no training)"
         elif FLAGS.eval_only and status not in (workdir.DONE, UNUSABLE):
@@ -448,7 +483,7 @@ def dry_run(plan: Plan) -> int:
         if why and status != UNUSABLE:
             note += f"  ({why}; training rewrites it)"
         if status == workdir.FAILED:
-            note = "  " + (workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}).get(
+            note = recorded + "  " + (workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}).get(
                 "reason", ""
             )
         holder = Claim(run_dir, FLAGS.claim_timeout).holder()
@@ -833,6 +868,8 @@ def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
         "smoke": bool(plan.overlays),
         "report": recipe.report,
         "header": recipe.header,
+        workdir.TRAINING_SETTINGS: dict(sorted(plan.settings[point.id].items())),
+        workdir.TRAINING_SETTINGS_HASH: settings_hash(plan.settings[point.id]),
     }
     if plan.runs_of is not None:
         record["runs_of_by"] = _repo_path(plan.recipe.path)

@@ -6,7 +6,12 @@ TensorFlow so that the runner and the reporter stay fast.
 
 Layout of one run directory::
 
-    point.json            the grid point: recipe, id, slug, bindings (written by the runner)
+    point.json            the grid point: recipe, id, slug, bindings (written by the runner), and the settings it
+                          trains with: "training_settings" {binding: gin text} (every final binding of its
+                          configuration it may read but grid.*, report.* and the evaluation-only ones, sorted;
+                          supcon.bindings.training_settings) and their "training_settings_hash"; a run dir whose
+                          recorded settings differ from its recipe's is not used (absent: written before they were
+                          recorded, used as it is)
     config.gin            the gin config as parsed (files + bindings)
     operative_config.gin  the values gin actually used
     env.json              git SHA and dirty flag, package versions, devices, strategy, replicas
@@ -58,6 +63,10 @@ CALIBRATION = "calibration.json"
 EVAL_CONFIG = "eval_config.gin"
 EVAL_OPERATIVE_CONFIG = "eval_operative_config.gin"
 EVAL_ENV = "eval_env.json"
+
+# point.json fields: the settings a point trains with (see the layout above).
+TRAINING_SETTINGS = "training_settings"
+TRAINING_SETTINGS_HASH = "training_settings_hash"
 
 RUNNING = "running"
 DONE = "done"
@@ -225,6 +234,15 @@ def run_problem(run_dir: str, point_id: str | None = None) -> str:
     if result is not None and "eval/top1" not in result:  # the one metric every version has written
         return f"{RESULT} has no eval/top1 (written by an older version?)"
     return ""
+
+
+def recorded_settings(point: Any) -> dict[str, str] | None:
+    """A point.json's recorded training settings {binding: gin text}, or None when it has none (a run dir written
+    before they were recorded, or no point.json)."""
+    settings = point.get(TRAINING_SETTINGS) if isinstance(point, dict) else None
+    if not isinstance(settings, dict):
+        return None
+    return {str(k): str(v) for k, v in settings.items()}
 
 
 def write_status(run_dir: str, state: str, step: int = 0, reason: str = "") -> None:
