@@ -90,7 +90,7 @@ import time
 from absl import app, flags
 
 from supcon import corruption_spec, grid, progress, workdir
-from supcon.bindings import eval_only_overrides, run_settings_mismatch, settings_hash, settings_text, training_settings
+from supcon.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
 
@@ -181,7 +181,7 @@ class Plan:
     runs_of: grid.Recipe | None = None  # the recipe whose runs this one reads (grid.runs_of), None: its own
     folder_ids: set = dataclasses.field(default_factory=set)  # ids of every point whose run dir is in runs_root
     trainer_params: list = dataclasses.field(default_factory=list)  # the --gin_params the trainer gets
-    settings: dict = dataclasses.field(default_factory=dict)  # point id -> {binding: gin text} it trains with
+    settings: dict = dataclasses.field(default_factory=dict)  # point id -> {binding: gin text} (grid.point_settings)
     unrecorded: set = dataclasses.field(default_factory=set)  # ids of points whose run dir predates recorded settings
 
     @property
@@ -370,7 +370,7 @@ def make_plan(argv: list[str]) -> Plan:
     )
     plan.dirs = locate_run_dirs(plan)
     for point in selected:
-        plan.settings[point.id] = point_settings(plan, point)
+        plan.settings[point.id] = grid.point_settings(plan.trainer_recipe, point)
         try:
             plan.requests[point.id] = corruption_spec.requested(recipe, point.values)
         except ValueError as e:
@@ -406,13 +406,6 @@ def _training_params(params: list) -> list:
         ):
             kept.append(param)
     return kept
-
-
-def point_settings(plan: Plan, point: grid.Point) -> dict[str, str]:
-    """The settings a point trains with, {binding: gin text}: every final binding of its configuration (the trainer's
-    recipe, its grid values, the overlays and --gin_params) that it may read, but grid.*, report.* and the
-    evaluation-only ones (`supcon.bindings.training_settings`). Recorded in point.json; compared on every run."""
-    return settings_text(training_settings(plan.trainer_recipe, point.values))
 
 
 def _check_existing(plan: Plan) -> None:

@@ -38,7 +38,9 @@ from supcon.bindings import (
     is_runner_binding,
     reach,
     references,
+    settings_text,
     training_difference,
+    training_settings,
     value_text,
 )
 from supcon.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
@@ -403,6 +405,15 @@ def runs_of_points(recipe: Recipe, other: Recipe) -> list[Point]:
             f"{side(mine, 'this recipe')} vs {side(their, name)}"
         )
     return [dataclasses.replace(p, slug=theirs[p.id].slug) for p in points]
+
+
+def point_settings(recipe: Recipe, point: Point) -> dict[str, str]:
+    """The settings a grid point trains with, {binding: gin text}: every final binding of its configuration (the
+    recipe and its includes, the point's values, overlays and --gin_params, as its trainer reads them) that it may
+    read, but grid.*, report.* and the evaluation-only ones (`supcon.bindings.training_settings`). `recipe` is the
+    file its trainer reads: with grid.runs_of, the other recipe (`load_runs_of`). The runner records them in
+    point.json; the runner and the reporter compare a run dir's record with them."""
+    return settings_text(training_settings(recipe, point.values))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
