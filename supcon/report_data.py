@@ -74,6 +74,8 @@ class ReportRecipe:
       report: its `report.*` settings (without the prefix).
       header: its leading comment lines.
       where: 'file:line' of each `report.*` binding, for error messages.
+      settings: point id -> the settings the point trains with now ({binding: gin text},
+        `supcon.grid.point_settings`): a run whose point.json records others is left out.
     """
 
     path: str
@@ -83,6 +85,7 @@ class ReportRecipe:
     report: dict
     header: list
     where: dict = dataclasses.field(default_factory=dict)
+    settings: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def value_label(value: Any) -> str:
@@ -178,7 +181,23 @@ def load_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> list[Run]:
     return read_runs(runs_dir, recipe)[0]
 
 
-def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[Run], list[str]]:
+def trained_otherwise(runs: list[Run], recipe: ReportRecipe) -> dict[str, str]:
+    """{slug: the first differences} of the started or finished runs whose point.json records other settings than
+    the recipe's point trains with now (`ReportRecipe.settings`, compared as gin text, as the runner does); a run
+    without a record (written before settings were recorded) is kept."""
+    from supcon.bindings import run_settings_mismatch  # with a recipe, gin's parser is loaded anyway
+
+    found = {}
+    for run in runs:
+        recorded = workdir.recorded_settings(run.point)
+        current = recipe.settings.get(run.point.get("id")) if run.point else None
+        if run.state in (workdir.DONE, workdir.FAILED, "partial") and recorded is not None and current is not None:
+            if mismatch := run_settings_mismatch(recorded, current):
+                found[run.slug] = mismatch
+    return found
+
+
+def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[Run], list[str], dict[str, str]]:
     """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug.
 
     Args:
@@ -188,8 +207,10 @@ def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[R
     Returns:
       The runs found (those the report cannot use as `skipped`, with the reason), plus the absent points: with
       `recipe`, every point of its grid that has no run dir; else those inferred from the SEED axis (see
-      `infer_absent`). And the slugs of the run dirs left out: with `recipe`, those of its runs' recipe whose
-      point is not in its grid (another recipe's points, for grid.runs_of; an earlier grid's, else).
+      `infer_absent`). The slugs of the run dirs left out: with `recipe`, those of its runs' recipe whose point is
+      not in its grid (another recipe's points, for grid.runs_of; an earlier grid's, else). And, with `recipe`,
+      {slug: the first differences} of the run dirs left out because they were trained with other settings than
+      its points' now (`trained_otherwise`); their points are absent.
 
     Raises:
       ValueError: if `runs_dir` is not a directory or holds no run directory.
@@ -206,15 +227,20 @@ def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[R
     stem = recipe.runs_stem if recipe else _folder_stem(runs_dir, slugs)
     runs = [_read_run(os.path.join(runs_dir, slug), slug, stem, recipe) for slug in slugs]
     if recipe is None:
-        return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values]), []
+        return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values]), [], {}
     outside = [r.slug for r in runs if r.point and r.point.get("id") not in recipe.points]
     runs = [r for r in runs if r.slug not in outside]
+    otherwise = trained_otherwise(runs, recipe)
+    left_out = {r.point.get("id"): r.slug for r in runs if r.slug in otherwise}
+    runs = [r for r in runs if r.slug not in otherwise]
     found = {r.point.get("id") for r in runs if r.point}
     absent = [
-        Run(MISSING, None, dict(values), ABSENT, reason="no run directory")
+        Run(MISSING, None, dict(values), ABSENT, reason=(
+            f"its run dir {left_out[pid]} was trained with other settings (not shown)" if pid in left_out
+            else "no run directory"))
         for pid, values in recipe.points.items() if pid not in found
     ]  # fmt: skip
-    return runs + absent, outside
+    return runs + absent, outside, otherwise
 
 
 def group_key(values: dict, exclude: tuple[str, ...] = (SEED,)) -> tuple:
