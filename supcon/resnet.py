@@ -97,7 +97,7 @@ class ConvFixedPadding(keras.layers.Layer):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
         self.pad = None
-        if strides > 1:
+        if strides > 1 and kernel_size > 1:  # a 1x1 kernel pads nothing: no op (its gradient is a full-tensor copy)
             total = kernel_size - 1
             begin = total // 2
             self.pad = keras.layers.ZeroPadding2D(((begin, total - begin), (begin, total - begin)))

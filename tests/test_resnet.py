@@ -117,6 +117,19 @@ def test_strided_conv_uses_fixed_padding(tf_two_cpus):
     assert np.argwhere(out).tolist() == [[1, 1]]  # 'same' would give 4 non-zero outputs
 
 
+@pytest.mark.parametrize("size", [8, 7])
+def test_strided_1x1_conv_has_no_padding_op_and_samples_the_even_pixels(tf_two_cpus, size):
+    """k = 1: fixed padding pads k - 1 = 0 pixels, so no pad op; a 1x1 stride-2 'valid' convolution reads the
+    pixels (0, 0), (0, 2), ... exactly as TF's strided slice does."""
+    tf = tf_two_cpus
+    layer = resnet_lib.ConvFixedPadding(3, 1, strides=2)
+    image = tf.random.stateless_normal([2, size, size, 4], seed=[5, 6])
+    out = layer(image)
+    assert layer.pad is None
+    expected = tf.einsum("bhwc,cf->bhwf", image[:, ::2, ::2, :], layer.conv.kernel[0, 0])
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_resnext_grouped_block(tf_two_cpus):
     tf = tf_two_cpus
     model = resnet(50, 0.5, 3, 1, False, architecture="resnext")
