@@ -185,7 +185,8 @@ def trained_otherwise(runs: list[Run], recipe: ReportRecipe) -> dict[str, str]:
     """{slug: the first differences} of the started or finished runs whose point.json records other settings than
     the recipe's point trains with now (`ReportRecipe.settings`, compared as gin text, as the runner does); a run
     without a record (written before settings were recorded) is kept."""
-    from supcon.bindings import run_settings_mismatch  # with a recipe, gin's parser is loaded anyway
+    # Imported here: with a recipe, gin's parser is loaded anyway; without one, the reporter never needs it.
+    from supcon.bindings import run_settings_mismatch
 
     found = {}
     for run in runs:
