@@ -65,8 +65,9 @@ compares a started or finished run dir's record with the point's settings now, a
 unusable as above, with the first differences, e.g. `runs/x/method-supcon_seed-0 was trained with other settings:
 PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now); move it away to retrain, or pass another --runs_dir`. Comments,
 report.*, grid.* and evaluation-only edits keep the runs. A run dir written before settings were recorded is used as
-it is (there is no way to tell), and --dry_run marks it `(settings not recorded)`. The reporter leaves such finished
-runs out of a recipe's report the same way.
+it is (there is no way to tell), and --dry_run marks it `(settings not recorded)`. The reporter leaves run dirs
+trained with other settings out of a recipe's report, in one line.
+
 Exit codes: 0 all selected points done (or held by another runner), 1 some failed or unusable, 2 bad
 flags, environment, recipe or point (nothing was written), 130 interrupted.
 

@@ -12,7 +12,8 @@ each `point.json` by the runner. With --recipe (the runner passes it, with its o
 recipe is read as text (`supcon.grid`): its grid selects the run dirs (by point id: a recipe with
 `grid.runs_of = 'other'` reports its points among the runs of `other`; other run dirs are left out and counted),
 every point of it without a run dir is listed as absent, and its own `report.*` settings and header shape the
-report. With report.robustness, a Robustness section follows the results
+report; a run dir whose point.json records other training settings than its point's now (an edited recipe) is left
+out, its point listed as absent, and named in one line with the first differences. With report.robustness, a Robustness section follows the results
 (`supcon.report_robustness`: mCE against a baseline, top-1 and ECE by corruption severity, reliability diagrams
 from `calibration.json`). A report whose recipe names claims opens with their verdicts (`supcon.claims`); every
 report shows raw-pixel baselines on the runs' data (`supcon.baselines`, cached in `<runs_dir>/baselines.json`,
@@ -383,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--recipe", help="the recipe the report is for: its grid selects the run dirs (a recipe with grid.runs_of "
-        "reads another recipe's runs), its report.* settings and header shape the report (default: every run dir, "
-        "the settings copied into their point.json)",
+        "reads another recipe's runs; runs trained with other settings than its points' now are left out), its "
+        "report.* settings and header shape the report (default: every run dir, the settings copied into their "
+        "point.json)",
     )
     parser.add_argument("--overlay", action="append", default=[], help="with --recipe: a gin file read after it")
     parser.add_argument("--gin_param", action="append", default=[], help="with --recipe: a binding read last")
