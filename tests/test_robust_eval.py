@@ -281,37 +281,8 @@ def test_corruption_metrics_are_deterministic_with_or_without_the_cache(scored):
 # --------------------------------------------------------------------------------------------------------
 # The runner scores finished points (a fake trainer)
 
-FAKE_EVAL_MAIN = '''
-"""fake_main, plus eval mode: adds the requested corruption keys to result.json without training."""
-import json, os, sys, time
-
-import fake_main
-from supcon import corruption_spec, grid, workdir
-
-_train = fake_main.train
-
-
-def train(run_dir, gin_files, gin_params):
-    if "train_and_evaluate.mode = 'eval'" not in gin_params:
-        return _train(run_dir, gin_files, gin_params)
-    recipe = grid.load_recipe(gin_files[0], overlays=gin_files[1:], gin_params=gin_params)
-    names, severities = corruption_spec.requested(recipe, {})
-    result = workdir.read_json(os.path.join(run_dir, workdir.RESULT))
-    cells = {(n, s): {"top1": 0.25, "ece": 0.125} for n in names for s in severities}
-    workdir.write_json_atomic(os.path.join(run_dir, workdir.RESULT), {**result, **corruption_spec.summarize(cells)})
-    with open(os.environ["FAKE_EVAL_LOG"], "a") as f:
-        f.write(json.dumps({"workdir": run_dir, "pid": os.getpid()}) + "\\n")
-    return 0
-
-
-fake_main.train = train
-if __name__ == "__main__":
-    sys.exit(fake_main.main())
-'''
-
 
 def run_runner(tmp_path, *args):
-    (tmp_path / "fake_eval_main.py").write_text(FAKE_EVAL_MAIN)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), FIXTURES]),
                FAKE_TRAIN_LOG=str(tmp_path / "train.log"), FAKE_EVAL_LOG=str(tmp_path / "eval.log"))
     cmd = [sys.executable, RUNNER, os.path.join(FIXTURES, "grid.gin"), *args, "--runs_dir", str(tmp_path / "runs"),

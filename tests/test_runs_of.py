@@ -35,34 +35,6 @@ grid.points = [{'METHOD': 'supcon', 'LOSS': '@supcon'}, {'METHOD': 'ce', 'LOSS':
 report.title = 'Recipe B'
 """
 
-FAKE_EVAL_MAIN = '''
-"""fake_main, plus eval mode: adds the requested corruption keys to result.json without training."""
-import json, os, sys
-
-import fake_main
-from supcon import corruption_spec, grid, workdir
-
-_train = fake_main.train
-
-
-def train(run_dir, gin_files, gin_params):
-    with open(os.environ["FAKE_CALLS_LOG"], "a") as f:
-        f.write(json.dumps({"workdir": run_dir, "gin_files": gin_files, "gin_params": gin_params}) + "\\n")
-    if "train_and_evaluate.mode = 'eval'" not in gin_params:
-        return _train(run_dir, gin_files, gin_params)
-    recipe = grid.load_recipe(gin_files[0], overlays=gin_files[1:], gin_params=gin_params)
-    names, severities = corruption_spec.requested(recipe, {})
-    result = workdir.read_json(os.path.join(run_dir, workdir.RESULT))
-    cells = {(n, s): {"top1": 0.25, "ece": 0.125} for n in names for s in severities}
-    workdir.write_json_atomic(os.path.join(run_dir, workdir.RESULT), {**result, **corruption_spec.summarize(cells)})
-    return 0
-
-
-fake_main.train = train
-if __name__ == "__main__":
-    sys.exit(fake_main.main())
-'''
-
 
 @pytest.fixture
 def recipes(tmp_path):
@@ -70,7 +42,6 @@ def recipes(tmp_path):
     folder.mkdir()
     (folder / "a.gin").write_text(A)
     (folder / "b.gin").write_text(B)
-    (tmp_path / "fake_eval_main.py").write_text(FAKE_EVAL_MAIN)
     return folder
 
 
