@@ -44,6 +44,8 @@ OURS = {  # name -> (extra gin bindings: recipe options, environment of the work
                             {"TF_ENABLE_ONEDNN_OPTS": "1"}),  # Keras' own batch-norm ops
     "fp32_onednn_inter1": (["train_and_evaluate.mixed_precision = False"],
                            {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
+    "bf16_onednn_inter1": (["train_and_evaluate.mixed_precision = True"],
+                           {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_NUM_INTEROP_THREADS": "1"}),
     "fp32_onednn_nondeterministic": (["train_and_evaluate.mixed_precision = False",
                                       "train_and_evaluate.deterministic = False"], {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     "fp32_xla": (["train_and_evaluate.mixed_precision = False"], {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}),
