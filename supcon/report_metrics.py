@@ -28,23 +28,18 @@ import dataclasses
 import re
 from collections.abc import Sequence
 
-from supcon import workdir
+from supcon import corruption_spec, workdir
 from supcon.report_data import SKIPPED, Run
 
-CALIBRATION = (
-    "calibration.json"  # the run directory's reliability-diagram file (written by the trainer)
-)
+CALIBRATION = workdir.CALIBRATION  # the run directory's reliability-diagram file (written by the trainer)
 CLEAN = "clean"  # calibration.json's key of the clean test set
-SEVERITIES = (1, 2, 3, 4, 5)
+SEVERITIES = corruption_spec.SEVERITIES
 # The 15 ImageNet-C corruptions in the paper's order (noise, blur, weather, digital), as supcon.corruptions
 # names them (that module imports TensorFlow; the reporter must not).
-CORRUPTION_NAMES = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)  # fmt: skip
+CORRUPTION_NAMES = corruption_spec.NAMES
 TOP1, ECE = "top1", "ece"
 CLEAN_TOP1, CLEAN_ECE = "eval/top1", "eval/ece"
-MEAN_TOP1 = "corruption/mean/top1"
+MEAN_TOP1 = corruption_spec.MEAN_TOP1
 MCE, RELATIVE_MCE = "robust/mce", "robust/relative_mce"
 DERIVED = (MCE, RELATIVE_MCE)  # computed by the reporter against report.robustness's baseline
 SEVERITY = "SEVERITY"  # the claims' pseudo-axis along severities (0 = clean)
@@ -62,16 +57,14 @@ METRIC_FORMS = (
 )
 
 
-def corruption_key(name: str, severity: int, what: str) -> str:
-    """'corruption/gaussian_noise/3/top1'."""
-    return f"corruption/{name}/{severity}/{what}"
+corruption_key = corruption_spec.cell_key  # 'corruption/gaussian_noise/3/top1'
 
 
 def severity_key(severity: int, what: str) -> str:
     """The metric `what` ('top1' or 'ece') at one severity; severity 0 is the clean test set."""
     if severity == 0:
         return CLEAN_TOP1 if what == TOP1 else CLEAN_ECE
-    return f"corruption/severity_{severity}/{what}"
+    return corruption_spec.severity_key(severity, what)
 
 
 def parse_corruption_key(key: str) -> tuple[str, int, str] | None:
