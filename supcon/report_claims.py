@@ -95,7 +95,8 @@ def claims_rows(verdicts: list[claims.Verdict]) -> list[list[str]]:
 def claims_section(
     runs: list[Run], spec: dict, within: list[str], extra: list[str] = ()
 ) -> list[str]:
-    """`## Claims`: the summary line, the verdicts table and the legend (empty when no claim is named).
+    """`## Claims`: the summary line, the verdicts table and the legend; when no claim is named, a line saying so
+    with `extra` (empty when there is neither).
 
     Args:
       runs: every run (unfinished ones count as planned).
@@ -105,7 +106,11 @@ def claims_section(
       extra: lines to add under the summary (e.g. the comparison with raw pixels).
     """
     if not spec.get("claims"):
-        return []
+        if not extra:
+            return []
+        # A report on real data says so too when it tests none of the paper's claims, beside the pixel comparison.
+        return ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", "",
+                *extra, ""]
     verdicts = claims.evaluate_claims(spec["claims"], runs, within)
     header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
     lines = ["## Claims", "", f"**{claims.summary(verdicts)}**", ""]

@@ -157,6 +157,10 @@ def test_the_report_shows_and_caches_the_baselines(tmp_path, monkeypatch):
     # mean 0.9925, sd 0.0035355, se 0.0025, t(1, 0.975) = 12.706: half-width 3.18 pp
     assert "| supcon | 99.25 ± 0.35 (2) | +2.31 [-0.87, +5.48] | +0.64 [-2.54, +3.82] |" in section
     assert (root / baselines.CACHE).is_file()
+    # No claim named: the report still opens with a Claims section that says so, beside the pixel comparison.
+    claims = text.split("## Claims")[1].split("\n## ")[0]
+    assert "**No claim of the paper is tested by this grid** (`report.claims` names none)." in claims
+    assert "**Against raw pixels:** logistic regression scores 96.94%" in claims
 
     def no_compute(setting):
         raise AssertionError("computed again despite the cache")
