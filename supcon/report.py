@@ -287,7 +287,7 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
     pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
     lines = header(every, spec, command) + outside_note(recipe, outside) + settings_note(otherwise)
-    lines += claims_section(runs, spec, rows + columns, pixel_line)
+    lines += claims_section(runs, spec, rows + columns, pixel_line, real_data=bool(pixels))
     lines += ["## Results", "", table, "", LEGEND if has_seeds(runs) else NO_SEED_LEGEND, ""]
     if extra:
         lines += [

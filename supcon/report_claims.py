@@ -93,7 +93,7 @@ def claims_rows(verdicts: list[claims.Verdict]) -> list[list[str]]:
 
 
 def claims_section(
-    runs: list[Run], spec: dict, within: list[str], extra: list[str] = ()
+    runs: list[Run], spec: dict, within: list[str], extra: list[str] = (), real_data: bool = False
 ) -> list[str]:
     """`## Claims`: the summary line, the verdicts table and the legend; when no claim is named, a line saying so
     with `extra` (empty when there is neither).
@@ -104,13 +104,14 @@ def claims_section(
       within: the report's row and column macros: a claim is tested within each setting of those it does not
         name, so that it never pools different datasets or architectures.
       extra: lines to add under the summary (e.g. the comparison with raw pixels).
+      real_data: the report compares its runs with raw-pixel baselines (a real dataset).
     """
     if not spec.get("claims"):
-        if not extra:
+        if not (extra or real_data):
             return []
         # A report on real data says so too when it tests none of the paper's claims, beside the pixel comparison.
-        return ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", "",
-                *extra, ""]
+        lines = ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", ""]
+        return lines + ([*extra, ""] if extra else ["Each row against raw pixels: Raw-pixel baselines below.", ""])
     verdicts = claims.evaluate_claims(spec["claims"], runs, within)
     header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
     lines = ["## Claims", "", f"**{claims.summary(verdicts)}**", ""]

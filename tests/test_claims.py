@@ -472,12 +472,15 @@ def test_the_claims_section_comes_first_in_the_report(tmp_path):
     assert rows["table2_ce_gt_simclr"].endswith("| **contradicted** |")
 
 
-def test_a_report_without_claims_has_no_claims_section(tmp_path):
+def test_a_report_without_claims_says_it_tests_none(tmp_path):
     make_run(tmp_path / "runs", {"SEED": 0}, 0.5)
     text = open(
         report.write_report(str(tmp_path / "runs"), str(tmp_path / "out"), plots=False)
     ).read()
-    assert "## Claims" not in text and "## Raw-pixel baselines" in text
+    assert "## Raw-pixel baselines" in text
+    section = text.split("## Claims")[1].split("\n## ")[0]
+    assert "**No claim of the paper is tested by this grid** (`report.claims` names none)." in section
+    assert "| claim |" not in section and "verdict" not in section
 
 
 def test_an_unknown_claim_in_point_json_fails_the_report_and_writes_nothing(tmp_path):
