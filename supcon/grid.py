@@ -279,7 +279,8 @@ def slug_keys(recipe: Recipe, points: Sequence[Point]) -> list[list[str]]:
     `method-supcon_dataset-cifar10`, its batch, epochs, learning rates and whitening statistics follow from
     the two). A slug still too long is cut and ends with the point id (`make_slug`).
     """
-    shown = [[k for k in p.values if k not in unread_keys(recipe, p.values)] for p in points]
+    unread = [unread_keys(recipe, p.values) for p in points]  # once per point: reach() walks the recipe
+    shown = [[k for k in p.values if k not in skip] for p, skip in zip(points, unread, strict=True)]
     if all(len(_slug_text(p.values, keys)) <= MAX_SLUG for p, keys in zip(points, shown, strict=True)):
         return shown
     rows = [{k: format_value(p.values[k]) for k in keys} for p, keys in zip(points, shown, strict=True)]
