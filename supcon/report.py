@@ -33,6 +33,7 @@ import tempfile
 
 from supcon import claims, report_plots, report_robust_data, report_spec, workdir
 from supcon.report_baselines import baselines_section
+from supcon.report_convergence import convergence_section
 from supcon.report_claims import claims_section
 from supcon.report_data import (
     MISSING,
@@ -286,8 +287,11 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
     pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
+    curves, curve_line = [], []
+    if spec.get("convergence"):
+        curves, curve_line = convergence_section(runs, spec["convergence"], metrics[0], rows + columns)
     lines = header(every, spec, command) + outside_note(recipe, outside) + settings_note(otherwise)
-    lines += claims_section(runs, spec, rows + columns, pixel_line, real_data=bool(pixels))
+    lines += claims_section(runs, spec, rows + columns, pixel_line + curve_line, real_data=bool(pixels))
     lines += ["## Results", "", table, "", LEGEND if has_seeds(runs) else NO_SEED_LEGEND, ""]
     if extra:
         lines += [
@@ -301,7 +305,7 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
             "report.paper_rows / report.paper_columns.",
             "",
         ]
-    lines += paper_note(quoted, scale_values(runs)) + pixels
+    lines += paper_note(quoted, scale_values(runs)) + curves + pixels
     if robust is not None:
         lines += robustness_section(runs, spec, robust, rows + columns, numbers, out if plots else None)
     lines += (

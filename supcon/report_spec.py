@@ -8,6 +8,8 @@ setting and, where it helps, the nearest valid name:
 * `metrics`: result.json keys that a finished run writes (`workdir.RESULT_METRICS`);
 * `paper`: a table of `supcon/paper_numbers.csv`; `paper_rows` / `paper_columns`: dicts from our labels (or
   '*') to rows / columns of that table;
+* `convergence`: a macro whose values are training lengths (e.g. 'PRETRAIN_EPOCHS'): adds the Convergence
+  section (`supcon.report_convergence`: where each row's curve of the first metric flattens);
 * `title`: a string; `claims`: a list of claim ids (checked further by `supcon.claims`); a claim or metric
   that needs a baseline (robust/mce, robust/relative_mce) needs `robustness`;
 * `robustness`: turns on the Robustness section (`supcon.report_robustness`), a dict:
@@ -33,6 +35,7 @@ from supcon.report_data import value_label
 
 SPEC_KEYS = (
     "rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims", "robustness",
+    "convergence",
 )  # fmt: skip
 ALEXNET = "alexnet"  # report.robustness's baseline: AlexNet's published ImageNet-C errors
 ROBUSTNESS_KEYS = ("baseline", "paper_rows", "reliability")
@@ -92,7 +95,7 @@ def parse(raw: dict) -> dict:
     spec["metrics"] = _names(raw, "metrics", "metric names (result.json keys)")
     spec["claims"] = _names(raw, "claims", "claim ids", one=False)
     spec.update({k: _mapping(raw, k) for k in ("paper_rows", "paper_columns")})
-    for key in ("paper", "title"):
+    for key in ("paper", "title", "convergence"):
         if raw.get(key) is not None and not isinstance(raw[key], str):
             raise SpecError(key, f"report.{key} must be a string; got {raw[key]!r}")
         spec[key] = raw.get(key)
@@ -173,6 +176,26 @@ def _check_macros(spec: dict, points: Sequence[dict]) -> None:
     both = [m for m in spec["rows"] if m in spec["columns"]]
     if both:
         raise SpecError("columns", f"report.columns repeats {', '.join(both)} of report.rows")
+
+
+def _check_convergence(spec: dict, points: Sequence[dict]) -> None:
+    """report.convergence names a macro every point sets to a positive number (a training length)."""
+    axis = spec["convergence"]
+    keys = list(dict.fromkeys(k for p in points for k in p))
+    if axis not in keys:
+        raise SpecError(
+            "convergence",
+            f"report.convergence names {axis}, which no grid point sets (the grid's macros: "
+            f"{', '.join(keys) or 'none'})" + _nearest(axis, keys),
+        )
+    bad = [p.get(axis) for p in points if not (
+        isinstance(p.get(axis), int | float) and not isinstance(p.get(axis), bool) and p.get(axis) > 0
+    )]
+    if bad:
+        raise SpecError(
+            "convergence", f"report.convergence: {axis} must be a positive number (a training length) at every "
+            f"point; got {bad[0]!r}"
+        )
 
 
 def _check_derived(spec: dict) -> None:
@@ -288,6 +311,8 @@ def check(raw: dict, points: Sequence[dict], macros: bool = True) -> dict:
     spec = parse(raw)
     if macros:
         _check_macros(spec, points)
+        if spec["convergence"] is not None:
+            _check_convergence(spec, points)
     _check_metrics(spec)
     _check_derived(spec)
     if spec["robustness"] is not None:

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import baselines, report, workdir
+from supcon import baselines, report, report_baselines, report_data, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = baselines.Setting("digits", "train", "test", 1437, "identity", None, 32)
@@ -161,6 +161,7 @@ def test_the_report_shows_and_caches_the_baselines(tmp_path, monkeypatch):
     claims = text.split("## Claims")[1].split("\n## ")[0]
     assert "**No claim of the paper is tested by this grid** (`report.claims` names none)." in claims
     assert "**Against raw pixels:** logistic regression scores 96.94%" in claims
+    assert "rows whose mean is at least 5 points above it (the CPU-scale bar): none." in claims
 
     def no_compute(setting):
         raise AssertionError("computed again despite the cache")
@@ -198,3 +199,17 @@ def test_baselines_import_no_tensorflow():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_bar_lists_rows_whose_mean_is_five_points_above_pixels():
+    setting = baselines.Setting("fashion_mnist", "train", "test", 100, "identity", (14, 14), 0, None)
+    b = baselines.Baseline(setting, logreg_top1=0.80, knn_top1=0.81)
+    runs = [
+        report_data.Run(slug=f"{m}-{s}", path=None, values={"METHOD": m, "SEED": s}, state="done",
+                        result={"eval/top1": top1})
+        for m, tops in (("supcon", (0.85, 0.86, 0.855)), ("simclr", (0.84, 0.85, 0.845)), ("ce", (0.9, 0.7, 0.8)))
+        for s, top1 in enumerate(tops)
+    ]
+    _, above, bar = report_baselines.comparison(runs, ["METHOD"], b)
+    assert bar == ["supcon"]  # means: supcon 85.5 (+5.5), simclr 84.5 (+4.5), ce 80.0 (+0.0)
+    assert above == ["simclr", "supcon"]  # 95% intervals above 80: +4.5 +- 1.2 and +5.5 +- 1.2; ce's is not
