@@ -50,6 +50,20 @@ grid.runs_of. Comments, report.* and grid.* settings may differ. The report stil
 of its grid's points, with its report.* settings and header; a plain recipe's report thus leaves out (and counts)
 run dirs of points no longer in its grid, and lists every point of its grid without a run dir as absent.
 
+Copying another recipe's runs. `grid.reuse_from = ['other', ...]` (recipe stems, found as for grid.runs_of) makes
+the runner copy, for each selected point with no trained run (no run dir, or one where nothing was trained), a
+finished run dir of those recipes (`<runs_dir>/<other>/`, with --smoke `<runs_dir>/smoke/<other>/`) that trained
+exactly the same thing, instead of training it again: its status.json says done, its result.json is readable, its
+point.json records the settings it trained with (below), equal to this point's as a dict, and the same --gin_params
+(but the evaluation-only ones). A run dir that predates recorded settings is never copied. The copy
+(shutil.copytree, into a temporary sibling of the point's run dir, then renamed into place: never half a run dir; a
+run dir another runner made meanwhile wins) gets this recipe's point.json with `copied_from`, the source's run dir
+(supcon/reuse.py). A copied point is done: it is not trained, and is scored in eval mode if it lacks metrics the
+recipe asks for. --dry_run shows `copy <id> <run dir> <- <source>`, the run one `copied` line per copy and the
+summary `N copied from other recipes`; --eval_only copies too (a copy trains nothing). A recipe with grid.runs_of
+cannot bind it (the other recipe's own grid.reuse_from applies to points trained into its folder); nothing is copied
+with TF_CONFIG (every host must run the same points).
+
 A point that spans hosts (MultiWorkerMirroredStrategy) runs the same command on every host with
 its TF_CONFIG: only the chief (or worker 0) claims points and writes point.json.
 A run directory the point cannot use (an unreadable point.json or result.json, another recipe's point, an older
@@ -87,10 +101,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 from absl import app, flags
 
-from supcon import corruption_spec, grid, progress, workdir
+from supcon import corruption_spec, grid, progress, reuse, workdir
 from supcon.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
 from supcon.claim import HOST, Claim
 from supcon.worker import Worker
@@ -184,6 +199,8 @@ class Plan:
     trainer_params: list = dataclasses.field(default_factory=list)  # the --gin_params the trainer gets
     settings: dict = dataclasses.field(default_factory=dict)  # point id -> {binding: gin text} (grid.point_settings)
     unrecorded: set = dataclasses.field(default_factory=set)  # ids of points whose run dir predates recorded settings
+    copies: dict = dataclasses.field(default_factory=dict)  # point id -> another recipe's run dir to copy (reuse_from)
+    copied: dict = dataclasses.field(default_factory=dict)  # point id -> the run dir copied by this runner
 
     @property
     def trainer_recipe(self) -> grid.Recipe:
@@ -193,19 +210,23 @@ class Plan:
     def run_dir(self, point: grid.Point) -> str:
         return os.path.join(self.runs_root, self.dirs.get(point.id, point.slug))
 
-    def missing_metrics(self, point: grid.Point) -> list[str]:
-        """The result.json keys the point's settings ask for that its finished run lacks ([] if unfinished)."""
+    def missing_metrics(self, point: grid.Point, run_dir: str | None = None) -> list[str]:
+        """The result.json keys the point's settings ask for that its finished run (or the finished `run_dir`, e.g.
+        the run it will copy) lacks ([] if unfinished)."""
         names, severities = self.requests.get(point.id, ((), ()))
         if not names:
             return []
-        result = workdir.read_json(os.path.join(self.run_dir(point), workdir.RESULT))
+        result = workdir.read_json(os.path.join(run_dir or self.run_dir(point), workdir.RESULT))
         return corruption_spec.missing_keys(result, names, severities) if isinstance(result, dict) else []
 
     def status(self, point: grid.Point) -> str:
-        """workdir.point_status, UNUSABLE, or NEEDS_EVAL for a finished point that lacks asked-for metrics."""
+        """workdir.point_status, UNUSABLE, NEEDS_EVAL for a finished point that lacks asked-for metrics, or
+        reuse.COPY for a point with no trained run that will be copied from another recipe (grid.reuse_from)."""
         if point.slug in self.unusable:
             return UNUSABLE
         status = workdir.point_status(self.run_dir(point))
+        if status == reuse.NEW and point.id in self.copies:
+            return reuse.COPY
         return NEEDS_EVAL if status == workdir.DONE and self.missing_metrics(point) else status
 
 
@@ -377,6 +398,7 @@ def make_plan(argv: list[str]) -> Plan:
         except ValueError as e:
             raise UsageError(f"point {point.slug}: {' '.join(str(e).split())}") from None
     _check_existing(plan)
+    plan.copies = plan_copies(plan)
     return plan
 
 
@@ -438,6 +460,61 @@ def _check_existing(plan: Plan) -> None:
             )
 
 
+def _same_params(plan: Plan) -> Callable[[list], bool]:
+    """Whether a run dir's --gin_params (point.json's `gin_params`) train like this plan's (`_training_params`)."""
+    mine = _training_params(plan.trainer_params)
+    return lambda params: _training_params(params) == mine
+
+
+def plan_copies(plan: Plan) -> dict[str, str]:
+    """{point id: run dir to copy} for the selected points with no trained run (no run dir, or status 'new') that a
+    recipe of grid.reuse_from (the trainer recipe's) has finished with exactly their settings (supcon.reuse). None
+    with TF_CONFIG: every host of a multi-host point must run the same points."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in plan.trainer_recipe.reuse_from_paths]
+    if not stems or os.environ.get("TF_CONFIG"):
+        return {}
+    wanting = [
+        p for p in plan.points if p.slug not in plan.unusable and workdir.point_status(plan.run_dir(p)) == reuse.NEW
+    ]  # fmt: skip
+    smoke = bool(plan.overlays)
+    found = reuse.sources(reuse.folders(FLAGS.runs_dir, stems, smoke), smoke, _same_params(plan)) if wanting else {}
+    copies = {p.id: reuse.match(found, plan.settings[p.id]) for p in wanting}
+    return {pid: source for pid, source in copies.items() if source}
+
+
+def copy_point(plan: Plan, point: grid.Point, claim_timeout: float) -> bool:
+    """Copies the point's planned source run dir into its run dir with this recipe's point.json (`point_record`,
+    the source's gin_files, `copied_from`); False when another runner got there first.
+
+    Raises:
+      reuse.CopyError: the copy failed or the source no longer qualifies (one line; nothing is left behind).
+    """
+    source, settings, same = plan.copies[point.id], plan.settings[point.id], _same_params(plan)
+
+    def check(copy: str) -> str:
+        recorded = workdir.recorded_settings(workdir.read_json(os.path.join(copy, workdir.POINT)))
+        problem = reuse.source_problem(copy, bool(plan.overlays), same)
+        return problem or ("" if recorded == settings else "it was trained with other settings")
+
+    def record(theirs: dict) -> dict:
+        return {**point_record(plan, point, theirs.get("gin_files", [])), reuse.COPIED_FROM: _shown_path(source)}
+
+    return reuse.copy_run(source, plan.run_dir(point), record, check, claim_timeout)
+
+
+def to_validate(plan: Plan, eval_only: bool) -> list:
+    """The selected points a trainer process will get: those not done nor unusable (with --eval_only, only those
+    that need scoring), a point to copy when its copy will lack metrics the recipe asks for."""
+    todo = []
+    for point in plan.points:
+        status = plan.status(point)
+        if status == reuse.COPY:
+            status = NEEDS_EVAL if plan.missing_metrics(point, plan.copies[point.id]) else workdir.DONE
+        if status not in (UNUSABLE, workdir.DONE) and (not eval_only or status == NEEDS_EVAL):
+            todo.append(point)
+    return todo
+
+
 def describe_grid(plan: Plan) -> str:
     recipe = plan.recipe
     sizes = ([f"points {len(recipe.points)}"] if recipe.points else []) + [
@@ -469,9 +546,15 @@ def dry_run(plan: Plan) -> int:
         note = f"  {plan.unusable[point.slug]}" if status == UNUSABLE else ""
         recorded = "  (settings not recorded)" if point.id in plan.unrecorded and status != UNUSABLE else ""
         note += recorded
+        if status == reuse.COPY:
+            source = plan.copies[point.id]
+            lacking = plan.missing_metrics(point, source)
+            note += f"  <- {_rel(source)}" + (
+                f"  (lacks {_count(len(lacking), 'metric')}: then scored in eval mode)" if lacking else ""
+            )
         if status == NEEDS_EVAL:
             note += f"  (lacks {_count(len(plan.missing_metrics(point)), 'metric')}: scored in eval mode, no training)"
-        elif FLAGS.eval_only and status not in (workdir.DONE, UNUSABLE):
+        elif FLAGS.eval_only and status not in (workdir.DONE, UNUSABLE, reuse.COPY):
             note += "  (not run: --eval_only)"
         _, why = workdir.read_object(os.path.join(run_dir, workdir.STATUS))
         if why and status != UNUSABLE:
@@ -566,7 +649,7 @@ def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
 @dataclasses.dataclass
 class Outcome:
     point: grid.Point
-    state: str  # trained | evaluated | skipped | not run | failed | unusable | busy | interrupted
+    state: str  # trained | copied | evaluated | skipped | not run | failed | unusable | busy | interrupted
     detail: str = ""
 
 
@@ -627,6 +710,10 @@ class Launcher:
         if point.slug in self.plan.unusable:  # never trained over, and its result.json never overwritten
             self.say(n, "skip", point, f" ({self.plan.unusable[point.slug]})")
             return Outcome(point, UNUSABLE, self.plan.unusable[point.slug])
+        if self.plan.status(point) == reuse.COPY:
+            copied = self._copy(n, point)
+            if copied is not None:
+                return copied
         finished = os.path.exists(os.path.join(run_dir, workdir.RESULT))
         if finished and not self.plan.missing_metrics(point):
             self.say(n, "skip", point, " (done)")
@@ -654,6 +741,23 @@ class Launcher:
             self.display.remove(run_dir)
             if not self.secondary:
                 claim.release()
+
+    def _copy(self, n: int, point: grid.Point) -> Outcome | None:
+        """Copies the point's run from another recipe (grid.reuse_from, `copy_point`). Its outcome, or None to carry
+        on as for any point: the copy lacks metrics the recipe asks for (it is scored), or another runner got there
+        first."""
+        source = self.plan.copies[point.id]
+        try:
+            placed = copy_point(self.plan, point, self.claim_timeout)
+        except reuse.CopyError as e:
+            self.say(n, "failed", point, f" copying {_rel(source)}: {e}")
+            return Outcome(point, "failed", f"copying {_rel(source)} failed: {e}")
+        if not placed:
+            return None
+        with self.lock:
+            self.plan.copied[point.id] = source
+        self.say(n, reuse.COPIED, point, f" <- {_rel(source)}")
+        return None if self.plan.missing_metrics(point) else Outcome(point, reuse.COPIED, _rel(source))
 
     def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim, scoring: bool = False) -> Outcome:
         """Trains the point, or with `scoring` evaluates its finished run in eval mode (no training)."""
@@ -882,11 +986,9 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
         s: [o for o in outcomes if o.state == s]
         for s in ("trained", "skipped", "failed", UNUSABLE, "busy", "interrupted", EVALUATED, NOT_RUN)
     }
-    parts = [
-        f"{len(count['trained'])} trained",
-        f"{len(count['skipped'])} already done",
-        f"{len(count['failed'])} failed",
-    ]
+    copied = [o for o in outcomes if o.point.id in plan.copied]  # scored copies are also among the evaluated
+    parts = [f"{len(count['trained'])} trained"] + ([f"{len(copied)} copied from other recipes"] if copied else [])
+    parts += [f"{len(count['skipped'])} already done", f"{len(count['failed'])} failed"]
     parts += [f"{len(count[s])} {s}" for s in (EVALUATED, UNUSABLE, "busy", "interrupted") if count[s]]
     if count[NOT_RUN]:
         parts.append(f"{len(count[NOT_RUN])} not finished (not run: --eval_only)")
@@ -970,11 +1072,7 @@ def main(argv: list[str]) -> int:
                                         child_env(threads_per_job(1))) or code
             return code
         print(describe_grid(plan), flush=True)
-        wanted = (NEEDS_EVAL,) if FLAGS.eval_only else None
-        todo = [
-            p for p in plan.points
-            if plan.status(p) not in (UNUSABLE, workdir.DONE) and (wanted is None or plan.status(p) in wanted)
-        ]  # fmt: skip
+        todo = to_validate(plan, FLAGS.eval_only)
         reuse = FLAGS.reuse_process and not os.environ.get("TF_CONFIG")  # a multi-host point: a process each
         if todo:
             how = "--serve (it then trains them)" if reuse else "--validate"

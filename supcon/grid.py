@@ -8,6 +8,8 @@ A recipe declares its grid with two gin bindings keyed by UPPER_CASE macros::
 
 A third binding, `grid.runs_of = 'other'`, makes a recipe read (and score) the runs of another recipe instead
 of training its own copies (`runs_of_points`): its points take the ids and run dirs of `other.gin`'s grid.
+A fourth, `grid.reuse_from = ['other', ...]`, lets the runner copy finished runs of those recipes that trained
+exactly a point's settings instead of training the point again (`resolve_reuse_from`, `supcon.reuse`).
 
 The points are `points x axes` (either may be absent; neither gives one point with no bindings);
 entries of `points` may bind different macros, and every grid macro must be bound or used somewhere
@@ -44,10 +46,14 @@ from supcon.bindings import (
     value_text,
 )
 from supcon.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
+    INCLUDE,
     RECIPES_DIR,
     Binding,
     GridError,
     Recipe,
+    display,
+    find_recipe,
+    is_stem,
     parse_statements,
     read_recipe,
 )
@@ -92,9 +98,10 @@ def load_recipe(
 
     Raises:
       GridError: a file is missing or malformed (`supcon.recipe`), the grid or the report settings are invalid
-        (`check_grid`, `check_report`), or a binding is read by nothing (`supcon.bindings`).
+        (`check_grid`, `check_report`, `resolve_reuse_from`), or a binding is read by nothing (`supcon.bindings`).
     """
     recipe = read_recipe(path, overlays, gin_params, recipes_dir)
+    resolve_reuse_from(recipe, recipes_dir)
     check_grid(recipe)
     check_report(recipe)
     check_bindings(recipe, [p.values for p in expand(recipe)])
@@ -406,6 +413,58 @@ def runs_of_points(recipe: Recipe, other: Recipe) -> list[Point]:
             f"{side(mine, 'this recipe')} vs {side(their, name)}"
         )
     return [dataclasses.replace(p, slug=theirs[p.id].slug) for p in points]
+
+
+def resolve_reuse_from(recipe: Recipe, recipes_dir: str = RECIPES_DIR) -> None:
+    """Checks `grid.reuse_from = ['other', ...]` and sets `recipe.reuse_from_paths` to those recipes' files.
+
+    The runner copies a finished run of one of those recipes (`<runs_dir>/<other>/`) whose recorded settings are
+    exactly a point's, instead of training the point (`supcon.reuse`). A recipe that reads another's runs
+    (`grid.runs_of`) trains nothing of its own: it must not bind grid.reuse_from, but may include a recipe that
+    does (the other recipe's runner honours it, and so does this one's when it trains into the other's folder).
+
+    Raises:
+      GridError: one line naming the file:line of grid.reuse_from: not a list of recipe stems, a stem named twice,
+        this recipe itself, no such recipe file, a recipe that itself reads another's runs, or grid.runs_of too.
+    """
+    value = recipe.reuse_from
+    if value is None:
+        return
+    where = f"{recipe.where.get('grid.reuse_from', display(recipe.path))}: grid.reuse_from"
+    if recipe.runs_of is not None and recipe.runs_of_path != recipe.path:
+        if _bound_in_include(recipe, "reuse_from"):
+            return  # the included recipe's own setting, read from the other recipe (`load_runs_of`)
+        raise GridError(
+            f"{where} goes without grid.runs_of: this recipe reads the runs of {recipe.runs_of!r} and trains none "
+            f"of its own (bind grid.reuse_from in {recipe.runs_of}.gin)"
+        )
+    if not isinstance(value, list) or not all(is_stem(stem) for stem in value):
+        raise GridError(
+            f"{where} must be a list of recipe stems, e.g. ['fmnist_table2'] (no folder, no .gin); got {value!r}"
+        )
+    where = f"{where} = {value!r}"
+    paths = []
+    for stem in value:
+        if stem == recipe.stem:
+            raise GridError(f"{where} names this recipe; name the other recipes whose finished runs it may copy")
+        if value.count(stem) > 1:
+            raise GridError(f"{where} names {stem!r} twice")
+        path = find_recipe(recipe, stem, recipes_dir, where)
+        other = read_recipe(path, recipes_dir=recipes_dir)
+        if other.runs_of is not None and other.runs_of_path != other.path:
+            raise GridError(
+                f"{where}: {stem}.gin reads the runs of {other.runs_of!r} (grid.runs_of) and has none of its own; "
+                "name that recipe here"
+            )
+        paths.append(path)
+    recipe.reuse_from_paths = paths
+
+
+def _bound_in_include(recipe: Recipe, arg_name: str) -> bool:
+    """Whether the final `grid.<arg_name>` binding comes from an included file (not the recipe, an overlay or a
+    --gin_param)."""
+    found = [b for b in recipe.bindings if b.selector == "grid" and b.arg_name == arg_name and not b.scope]
+    return bool(found) and found[-1].origin == INCLUDE
 
 
 def point_settings(recipe: Recipe, point: Point) -> dict[str, str]:

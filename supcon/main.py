@@ -91,7 +91,7 @@ def _register():
     if "grid" not in _registered:
 
         @gin.configurable("grid")
-        def _grid(axes=None, points=None, runs_of=None):
+        def _grid(axes=None, points=None, runs_of=None, reuse_from=None):
             return axes, points
 
         @gin.configurable("report")

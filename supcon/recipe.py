@@ -25,7 +25,8 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 # Where a binding comes from. Overlays (the runner's smoke.gin, a point's own bindings) are generic: they may
 # bind macros that a given recipe does not have, so the unused-binding checks skip them.
 RECIPE, INCLUDE, OVERLAY, PARAM = "recipe", "include", "overlay", "param"
-GRID_ARGS = ("axes", "points", "runs_of")  # the runner's grid.* bindings
+GRID_ARGS = ("axes", "points", "runs_of", "reuse_from")  # the runner's grid.* bindings
+STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a recipe stem, as grid.runs_of and grid.reuse_from name one
 
 
 class GridError(ValueError):
@@ -93,6 +94,9 @@ class Recipe:
       bindings: every binding statement in parse order (see `Binding`), grid and report ones included.
       runs_of: the `grid.runs_of` value: the stem of the recipe whose runs this one reads (None: its own).
       runs_of_path: that recipe's file (`resolve_runs_of`), '' without grid.runs_of.
+      reuse_from: the `grid.reuse_from` value: stems of recipes whose finished runs of identical points the
+        runner copies instead of training them (None: none); checked by `supcon.grid.resolve_reuse_from`.
+      reuse_from_paths: those recipes' files, [] without grid.reuse_from.
     """
 
     path: str
@@ -108,6 +112,8 @@ class Recipe:
     bindings: list[Binding] = dataclasses.field(default_factory=list)
     runs_of: Any = None
     runs_of_path: str = ""
+    reuse_from: Any = None
+    reuse_from_paths: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def runs_stem(self) -> str:
@@ -307,17 +313,28 @@ def resolve_runs_of(recipe: Recipe, recipes_dir: str = RECIPES_DIR) -> None:
         return
     where = recipe.where.get("grid.runs_of", display(recipe.path))
     stem = recipe.runs_of
-    if not isinstance(stem, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", stem) or stem.endswith(".gin"):
+    if not is_stem(stem):
         raise GridError(
             f"{where}: grid.runs_of must be the stem of another recipe, a string like 'fmnist_table2' (no folder, "
             f"no .gin); got {stem!r}"
         )
+    recipe.runs_of_path = find_recipe(recipe, stem, recipes_dir, f"{where}: grid.runs_of = {stem!r}")
+
+
+def is_stem(value: Any) -> bool:
+    """Whether `value` names a recipe by its stem ('fmnist_table2': no folder, no .gin)."""
+    return isinstance(value, str) and bool(STEM_RE.fullmatch(value)) and not value.endswith(".gin")
+
+
+def find_recipe(recipe: Recipe, stem: str, recipes_dir: str, where: str) -> str:
+    """The file of the recipe `stem` names: `stem.gin` in `recipe`'s folder, else in `recipes_dir`.
+
+    Raises:
+      GridError: there is no such file (`where: no recipe stem.gin in folder or folder`).
+    """
     folders = list(dict.fromkeys([os.path.dirname(recipe.path), os.path.abspath(recipes_dir)]))
     for folder in folders:
         candidate = os.path.join(folder, f"{stem}.gin")
         if os.path.isfile(candidate):
-            recipe.runs_of_path = candidate
-            return
-    raise GridError(
-        f"{where}: grid.runs_of = {stem!r}: no recipe {stem}.gin in {' or '.join(display(f) for f in folders)}"
-    )
+            return candidate
+    raise GridError(f"{where}: no recipe {stem}.gin in {' or '.join(display(f) for f in folders)}")
