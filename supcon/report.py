@@ -33,8 +33,8 @@ import tempfile
 
 from supcon import claims, report_plots, report_robust_data, report_spec, workdir
 from supcon.report_baselines import baselines_section
-from supcon.report_convergence import convergence_section
 from supcon.report_claims import claims_section
+from supcon.report_convergence import convergence_section
 from supcon.report_data import (
     MISSING,
     SEED,

@@ -1,10 +1,10 @@
 """The Convergence section: learning curves, doublings and where each row plateaus (no TensorFlow)."""
 
 import pytest
+from test_report import make_run
 
 from supcon import report, report_convergence, report_spec
 from supcon.report_data import Run
-from test_report import make_run
 
 
 def run(epochs, top1, method="supcon", state="done", seed=0):
