@@ -21,10 +21,11 @@ def test_curve_averages_finished_runs_per_length_in_order():
 
 
 def test_doublings_need_both_lengths_and_give_percentage_points():
-    points = [(6.0, 0.60, 1), (12.0, 0.70, 1), (25.0, 0.75, 1), (50.0, 0.755, 1)]
+    points = [(6.0, 0.60, 1), (12.0, 0.70, 1), (25.0, 0.75, 1), (40.0, 0.755, 1), (80.0, 0.76, 1)]
     steps = report_convergence.doublings(points)
-    assert [(a, b) for a, b, _ in steps] == [(6.0, 12.0), (25.0, 50.0)]  # 12 -> 25 is not a doubling
-    assert [round(c, 6) for _, _, c in steps] == [10.0, 0.5]
+    # 25 counts as the double of 12 (within 5%); 25 -> 40 is no doubling
+    assert [(a, b) for a, b, _ in steps] == [(6.0, 12.0), (12.0, 25.0), (40.0, 80.0)]
+    assert [round(c, 6) for _, _, c in steps] == [10.0, 5.0, 0.5]
 
 
 @pytest.mark.parametrize(
@@ -34,13 +35,21 @@ def test_doublings_need_both_lengths_and_give_percentage_points():
         ([0.4, 0.9, 0.2], 6.0),  # flat from the start
         ([0.5, 1.5, 0.2], 25.0),  # a later rise of >= 1 point moves the plateau past it
         ([3.0, 2.0, 1.0], None),  # exactly one point is not < 1
-        ([0.2, -1.2], None),  # a drop of more than a point is not a plateau either
+        ([0.2, 0.3, -1.2], None),  # a drop of more than a point is not a plateau either
     ],
 )
 def test_plateau_is_where_every_later_doubling_moves_less_than_a_point(changes, expected):
     lengths = [6.0, 12.0, 25.0, 50.0]
-    steps = [(lengths[i], 2 * lengths[i], c) for i, c in enumerate(changes)]
-    assert report_convergence.plateau(steps) == expected
+    steps = [(lengths[i], lengths[i + 1], c) for i, c in enumerate(changes)]
+    assert report_convergence.plateau(steps, 50.0) == expected
+
+
+def test_a_missing_length_breaks_the_chain():
+    # 6 -> 12 is flat, but 25 is missing: nothing is judged across the gap to 50.
+    points = [(6.0, 0.80, 1), (12.0, 0.805, 1), (50.0, 0.83, 1)]
+    steps = report_convergence.doublings(points)
+    assert report_convergence.plateau(steps, 50.0) is None
+    assert report_convergence._verdict(steps, 50.0) == "cannot judge: the doublings up to 50 are not all measured"
 
 
 def test_report_section_and_claims_line(tmp_path):
@@ -62,8 +71,8 @@ def test_report_section_and_claims_line(tmp_path):
     assert "| simclr | 70.10 (n=2) | 73.10 (n=2) | 76.10 (n=2) | 10→20 +3.00, 20→40 +3.00 | still rising (20→40: +3.00 pp) |" in section
     assert "| ce | 80.00 | – | – | – | no doubling in the grid: cannot judge |" in section
     claims = text.split("## Claims")[1].split("\n## ")[0]
-    assert "**Convergence (PRETRAIN_EPOCHS, doubling moves < 1 pp):** ce not plateaued; simclr not plateaued; " \
-           "supcon at 20 (Convergence below)." in claims
+    assert "**Convergence (PRETRAIN_EPOCHS, doubling moves < 1 pp):** ce: no doubling in the grid: cannot judge; " \
+           "simclr: still rising (20→40: +3.00 pp); supcon: plateaued at 20 (Convergence below)." in claims
     assert text.index("## Convergence") < text.index("## Plots")
 
 
