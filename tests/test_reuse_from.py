@@ -9,17 +9,19 @@ reads the run directories it leaves. No TensorFlow.
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from test_runs_of import (  # the runner-subprocess helpers shared with grid.runs_of's tests
+    lines,
+    run,
+    tree,
+)
 
 from supcon import grid, reuse, workdir
 from supcon.claim import Claim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
-RUNNER = os.path.join(ROOT, "runner.py")
 
 HEADER = "# Reproduces: nothing; a fixture for grid.reuse_from ({}).\n# Run: python runner.py {}.gin\n"
 A = HEADER.format("the source", "a") + f"""include '{os.path.join(FIXTURES, "base.gin")}'
@@ -49,26 +51,10 @@ def recipes(tmp_path):
     return folder
 
 
-def run(tmp_path, recipe, *args, report=False):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), FIXTURES]),
-               FAKE_TRAIN_LOG=str(tmp_path / "train.log"), FAKE_CALLS_LOG=str(tmp_path / "calls.log"))
-    cmd = [sys.executable, RUNNER, f"recipes/{recipe}.gin", *args, "--runs_dir", "runs",
-           "--main_module", "fake_eval_main", *([] if report else ["--noreport"])]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-
-def lines(path):
-    return [json.loads(line) for line in open(path)] if os.path.exists(path) else []
-
-
 def trained(tmp_path):
     """(METHOD, TEMPERATURE, SEED) of every training run of the fake trainer."""
     return [(r["macros"]["METHOD"], r["macros"]["TEMPERATURE"], r["macros"]["SEED"])
             for r in lines(tmp_path / "train.log")]
-
-
-def tree(path):
-    return sorted(os.path.relpath(os.path.join(d, n), path) for d, ds, fs in os.walk(path) for n in ds + fs)
 
 
 def b_points(recipes):
