@@ -20,8 +20,7 @@ from supcon.report_tables import markdown_table
 PLATEAU_PP = 1.0  # percentage points: a doubling that moves the metric by less has plateaued
 
 
-def is_length(value) -> bool:
-    """A training length: a positive number (not a bool)."""
+def _is_length(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
@@ -31,7 +30,7 @@ def curve(runs: list[Run], axis: str, metric: str) -> list[tuple[float, float, i
     for run in runs:
         length = run.values.get(axis)
         value = run.metric(metric) if run.state == workdir.DONE else None
-        if is_length(length) and value is not None:
+        if _is_length(length) and value is not None:
             by_length.setdefault(float(length), []).append(value)
     return [(length, sum(v) / len(v), len(v)) for length, v in sorted(by_length.items())]
 
@@ -90,7 +89,7 @@ def convergence_section(runs: list[Run], axis: str, metric: str, macros: list[st
       macros: the report's row and column macros; the rows here are their settings without `axis`.
     """
     others = [m for m in macros if m != axis]
-    lengths = sorted({run.values.get(axis) for run in runs if is_length(run.values.get(axis))}, key=sort_key)
+    lengths = sorted({run.values.get(axis) for run in runs if _is_length(run.values.get(axis))}, key=sort_key)
     header = [" / ".join(others) or "runs"] + [f"{_length(v)}" for v in lengths]
     header += ["doublings (pp)", "verdict"]
     body, summary = [], []

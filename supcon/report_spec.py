@@ -30,7 +30,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from supcon import claims, paper_numbers, report_convergence, report_metrics, workdir
+from supcon import claims, paper_numbers, report_metrics, workdir
 from supcon.report_data import value_label
 
 SPEC_KEYS = (
@@ -188,7 +188,9 @@ def _check_convergence(spec: dict, points: Sequence[dict]) -> None:
             f"report.convergence names {axis}, which no grid point sets (the grid's macros: "
             f"{', '.join(keys) or 'none'})" + _nearest(axis, keys),
         )
-    bad = [p.get(axis) for p in points if not report_convergence.is_length(p.get(axis))]
+    bad = [p.get(axis) for p in points if not (
+        isinstance(p.get(axis), int | float) and not isinstance(p.get(axis), bool) and p.get(axis) > 0
+    )]
     if bad:
         raise SpecError(
             "convergence", f"report.convergence: {axis} must be a positive number (a training length) at every "
