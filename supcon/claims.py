@@ -250,6 +250,9 @@ def check_recipe_claims(
 # Claims on runs
 
 
+Groups = tuple[tuple[str, tuple[Run, ...]], ...]  # (label, runs) pairs
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """The test of one claim on the runs (of one setting of the other report rows, `where`).
@@ -261,6 +264,9 @@ class Verdict:
       estimate: the statistic with its interval and p (None when it could not be computed).
       compared: what the statistic measures, e.g. 'METHOD=supcon − METHOD=cross_entropy'.
       reason: why the verdict is inconclusive.
+      groups: the groups of runs the statistic compares, as (label, runs) pairs: rows a and b (greater, less,
+        lower_spread), row a and the picked other value of the axis (lowest, highest), or the runs at each
+        value of the axis in ascending order (increasing); empty when the claim found nothing to compare.
     """
 
     claim: Claim
@@ -269,6 +275,7 @@ class Verdict:
     estimate: Estimate | None = None
     compared: str = ""
     reason: str = ""
+    groups: Groups = ()
 
 
 def _finished(runs: Sequence[Run], metric: str) -> list[tuple[Run, float]]:
@@ -319,13 +326,13 @@ def compare_rows(
     return estimate
 
 
-def _decide(claim: Claim, compute, sign: int, compared: str) -> Verdict:
+def _decide(claim: Claim, compute, sign: int, compared: str, groups: Groups) -> Verdict:
     try:
         estimate = compute()
     except Undetermined as why:
-        return Verdict(claim, "", INCONCLUSIVE, None, compared, str(why))
+        return Verdict(claim, "", INCONCLUSIVE, None, compared, str(why), groups)
     verdict, reason = verdict_of(estimate, sign)
-    return Verdict(claim, "", verdict, estimate, compared, reason)
+    return Verdict(claim, "", verdict, estimate, compared, reason, groups)
 
 
 def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -337,7 +344,8 @@ def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     names = format_selector(claim.a), format_selector(claim.b)
     compared = f"{names[0]} − {names[1]}"
     sign = -1 if claim.kind == "less" else +1
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), sign, compared)
+    groups = ((names[0], tuple(a)), (names[1], tuple(b)))
+    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), sign, compared, groups)
 
 
 def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -360,11 +368,16 @@ def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     lowest = claim.kind == "lowest"
     pick = (min if lowest else max)(means, key=means.get)
     b, names = levels[pick], (format_selector(claim.a), f"{claim.axis}={pick}")
-    if lowest:
+    groups = ((names[0], tuple(a)), (names[1], tuple(b)))
+    if lowest:  # the other value minus a: positive when a is the lowest
         compared = f"{names[1]} (next lowest) − {names[0]}"
-        return _decide(claim, lambda: compare_rows(b, a, claim.metric, names[::-1]), +1, compared)
-    compared = f"{names[0]} − {names[1]} (next highest)"
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), +1, compared)
+        high, low, shown = b, a, names[::-1]
+    else:
+        compared = f"{names[0]} − {names[1]} (next highest)"
+        high, low, shown = a, b, names
+    return _decide(
+        claim, lambda: compare_rows(high, low, claim.metric, shown), +1, compared, groups
+    )
 
 
 def axis_number(claim: Claim, value: Any) -> float:
@@ -375,6 +388,19 @@ def axis_number(claim: Claim, value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     raise Undetermined(f"{claim.axis}={label} is not a number (give it one in axis_map)")
+
+
+def _axis_groups(claim: Claim, swept: Sequence[Run]) -> Groups:
+    """The runs at each value of the axis, as ('AXIS=value', runs) in ascending axis_number order (empty when a
+    value has no number: the trend is then undetermined)."""
+    try:
+        ordered = sorted(
+            group_runs(swept, [claim.axis]),
+            key=lambda g: axis_number(claim, g[1][0].values[claim.axis]),
+        )
+    except Undetermined:
+        return ()
+    return tuple((f"{claim.axis}={label}", tuple(members)) for (label,), members in ordered)
 
 
 def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -394,7 +420,9 @@ def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
         n = estimate.n + _progress(len(done), len(swept))
         return dataclasses.replace(estimate, n=n, note=note)
 
-    return _decide(claim, compute, +1, f"{claim.metric} vs {claim.axis}")
+    return _decide(
+        claim, compute, +1, f"{claim.metric} vs {claim.axis}", _axis_groups(claim, swept)
+    )
 
 
 def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -408,8 +436,12 @@ def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
             settings.setdefault(group_key(run.values), []).append(value)
         return [sum(v) / len(v) for v in settings.values()]
 
-    compared = f"spread of {format_selector(claim.a)} − spread of {format_selector(claim.b)}"
-    return _decide(claim, lambda: spread_difference(*map(setting_means, rows)), -1, compared)
+    names = format_selector(claim.a), format_selector(claim.b)
+    compared = f"spread of {names[0]} − spread of {names[1]}"
+    groups = tuple((name, tuple(members)) for name, members in zip(names, rows, strict=True))
+    return _decide(
+        claim, lambda: spread_difference(*map(setting_means, rows)), -1, compared, groups
+    )
 
 
 KIND_TESTS = {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from supcon import claims, claims_stats, grid, report, report_data, workdir
+from supcon import claims, claims_stats, grid, report, report_claims, report_data, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -365,6 +365,44 @@ def test_lower_spread_gives_each_verdict(tmp_path, expected):
     assert est.n == "5 vs 5 settings" and est.test == "Brown-Forsythe"
 
 
+def slugs(verdict):
+    """{group label: the slugs of its runs} of a verdict."""
+    return {label: sorted(r.slug for r in members) for label, members in verdict.groups}
+
+
+def test_a_verdict_records_the_groups_of_runs_it_compares(tmp_path):
+    runs = rows_of(tmp_path / "g", {"supcon": [0.8, 0.82], "cross_entropy": [0.7, 0.73], "simclr": [0.6]})
+    greater = only(claims.evaluate_claims(["table2_supcon_gt_ce"], runs, ["METHOD"]))
+    assert slugs(greater) == {  # simclr is not compared
+        "METHOD=supcon": ["method-supcon_seed-0", "method-supcon_seed-1"],
+        "METHOD=cross_entropy": ["method-cross_entropy_seed-0", "method-cross_entropy_seed-1"],
+    }
+    assert [label for label, _ in greater.groups] == ["METHOD=supcon", "METHOD=cross_entropy"]
+    table = {0: [0.69, 0.70], 2: [0.72, 0.71], 4: [0.78, 0.77], -1: [0.80, 0.79]}
+    runs = rows_of(tmp_path / "cap", table, axis="POSITIVES_CAP")
+    lowest = only(claims.evaluate_claims(["table5_cap1_lowest"], runs, ["POSITIVES_CAP"]))
+    assert slugs(lowest) == {  # row a and the other value with the lowest mean, the one it is compared with
+        "POSITIVES_CAP=0": ["positives_cap-0_seed-0", "positives_cap-0_seed-1"],
+        "POSITIVES_CAP=2": ["positives_cap-2_seed-0", "positives_cap-2_seed-1"],
+    }
+    rising = only(claims.evaluate_claims(["table5_cap_increasing"], runs, ["POSITIVES_CAP"]))
+    assert [label for label, _ in rising.groups] == [  # in axis_map order: no cap (-1 = inf) last
+        "POSITIVES_CAP=0", "POSITIVES_CAP=2", "POSITIVES_CAP=4", "POSITIVES_CAP=-1",
+    ]  # fmt: skip
+    assert all(len(members) == 2 for _, members in rising.groups)
+    for method, tops in (("supcon", TIGHT), ("cross_entropy", WIDE)):
+        for lr, top1 in zip((0.01, 0.1, 0.5, 1.0, 2.0), tops, strict=True):
+            make_run(tmp_path / "lr", {"METHOD": method, "LR": lr, "SEED": 0}, top1)
+    runs = report_data.load_runs(str(tmp_path / "lr"))
+    spread = only(claims.evaluate_claims(["fig4a_supcon_lower_spread"], runs, ["METHOD", "LR"]))
+    assert [(label, len(members)) for label, members in spread.groups] == [
+        ("METHOD=supcon", 5), ("METHOD=cross_entropy", 5),
+    ]  # fmt: skip
+    runs = rows_of(tmp_path / "one", {"supcon": [0.8]})
+    missing = only(claims.evaluate_claims(["table2_supcon_gt_ce"], runs, ["METHOD"]))
+    assert missing.verdict == "inconclusive" and missing.groups == ()  # nothing to compare
+
+
 def test_brown_forsythe_t_squared_is_levenes_w():
     a, b = [1.0, 2.0, 3.0, 4.0], [1.0, 5.0, 9.0, 13.0]
     est = claims_stats.spread_difference(a, b)
@@ -470,6 +508,10 @@ def test_the_claims_section_comes_first_in_the_report(tmp_path):
     rows = {i: next(r for r in text.splitlines() if f"`{i}`" in r) for i in ids}
     assert rows["table2_supcon_gt_simclr"].endswith("| inconclusive: the 95% interval includes 0 |")
     assert rows["table2_ce_gt_simclr"].endswith("| **contradicted** |")
+    # No pixel baselines (no run wrote env.json): no verdict is held to the CPU-scale bar.
+    section = text.split("## Claims")[1].split("\n## ")[0]
+    assert "below the bar" not in section and "CPU-scale bar" not in section
+    assert section.strip().endswith(report_claims.CLAIMS_LEGEND)
 
 
 def test_a_report_without_claims_says_it_tests_none(tmp_path):
