@@ -286,12 +286,14 @@ def build_report(runs_dir: str, out: str, plots: bool = True, command: str | Non
         every = [scored.get(r.slug, r) if r.state == workdir.DONE else r for r in every]
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
-    pixels, pixel_line = baselines_section(runs, runs_dir, rows + columns)
+    pixels, pixel_line, pixel_top1 = baselines_section(runs, runs_dir, rows + columns)
     curves, curve_line = [], []
     if spec.get("convergence"):
         curves, curve_line = convergence_section(runs, spec["convergence"], metrics[0], rows + columns)
     lines = header(every, spec, command) + outside_note(recipe, outside) + settings_note(otherwise)
-    lines += claims_section(runs, spec, rows + columns, pixel_line + curve_line, real_data=bool(pixels))
+    lines += claims_section(
+        runs, spec, rows + columns, pixel_line + curve_line, real_data=bool(pixels), pixel_top1=pixel_top1
+    )
     lines += ["## Results", "", table, "", LEGEND if has_seeds(runs) else NO_SEED_LEGEND, ""]
     if extra:
         lines += [

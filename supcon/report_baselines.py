@@ -1,12 +1,13 @@
 """The raw-pixel baselines section of a report, and how each row compares with pixels. No TensorFlow.
 
 The numbers come from `supcon.baselines` (logistic regression and k-NN on the pixels the runs' classifiers saw,
-cached beside the runs); this module writes them as markdown and compares every results row with them.
+cached beside the runs); this module writes them as markdown, compares every results row with them, and checks
+which runs a claim's verdict rests on fall below the CPU-scale bar (`below_bar`).
 """
 
 from __future__ import annotations
 
-from supcon import baselines, workdir
+from supcon import baselines, claims, report_metrics, workdir
 from supcon.claims_stats import Undetermined, one_sample_difference
 from supcon.report_data import MISSING, Run, group_runs
 from supcon.report_header import DATASET_NAMES
@@ -43,6 +44,41 @@ def _difference(values: list[float], reference: float) -> str:
     return f"{100 * est.value:+.2f} [{100 * est.low:+.2f}, {100 * est.high:+.2f}]"
 
 
+def _points_over(values: list[float], logreg_top1: float) -> float:
+    """The mean of top-1 fractions minus pixel logistic regression's, in percentage points."""
+    return 100 * (sum(values) / len(values) - logreg_top1)
+
+
+def _finished_top1(members: tuple[Run, ...]) -> list[float]:
+    done = [r.metric(METRIC) for r in members if r.state == workdir.DONE]
+    return [v for v in done if v is not None]
+
+
+def _judged(verdict: claims.Verdict) -> list[tuple[str, list[float]]]:
+    """The groups of a verdict that the bar judges, as (label, finished top-1 values), each with a finished run:
+    all of them, except for a rise along a swept value only the highest value that finished (a learning curve's
+    short-training points are low by design), and along SEVERITY only the clean runs, severity 0 (the same
+    models; at other severities eval/top1 is corrupted accuracy)."""
+    groups = [(label, _finished_top1(members)) for label, members in verdict.groups]
+    groups = [(label, values) for label, values in groups if values]
+    if verdict.claim.kind != "increasing":
+        return groups
+    return groups[:1] if verdict.claim.axis == report_metrics.SEVERITY else groups[-1:]
+
+
+def below_bar(verdict: claims.Verdict, logreg_top1: float) -> list[tuple[str, float]]:
+    """The groups of runs a verdict rests on whose mean eval/top1 over finished runs is below pixel logistic
+    regression + BAR_PP points, as (label, points above pixels), in the verdict's order; a group with no finished
+    run is not judged.
+
+    Args:
+      verdict: a claim's verdict (`claims.Verdict.groups` are the runs its statistic compares).
+      logreg_top1: pixel logistic regression's top-1 on the runs' data, a fraction.
+    """
+    over = [(label, _points_over(values, logreg_top1)) for label, values in _judged(verdict)]
+    return [(label, points) for label, points in over if points < BAR_PP]
+
+
 def _row_groups(runs: list[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
     return [(" / ".join(key) or "all", members) for key, members in group_runs(runs, macros)]
 
@@ -61,7 +97,7 @@ def comparison(
         cells = [label, format_cell(*summarize(values), len(members), True)]
         cells += [_difference(values, getattr(b, key)) for key, _ in METHODS]
         body.append(cells)
-        if values and 100 * (sum(values) / len(values) - b.logreg_top1) >= BAR_PP:
+        if values and _points_over(values, b.logreg_top1) >= BAR_PP:
             bar.append(label)
         try:
             if one_sample_difference(values, b.logreg_top1).low > 0:
@@ -73,8 +109,10 @@ def comparison(
 
 def baselines_section(
     runs: list[Run], runs_dir: str | None, macros: list[str]
-) -> tuple[list[str], list[str]]:
-    """`## Raw-pixel baselines` (always present), and one line for the Claims section ([] without numbers).
+) -> tuple[list[str], list[str], float | None]:
+    """`## Raw-pixel baselines` (always present), one line for the Claims section ([] without numbers), and
+    pixel logistic regression's top-1 that the Claims section holds verdicts to (`below_bar`), or None unless
+    the runs use one data setting whose baselines were computed.
 
     Args:
       runs: every run; the baselines follow the data settings of those with a run directory.
@@ -106,13 +144,13 @@ def baselines_section(
     if not done:
         if not reasons:
             lines += ["Not computed: no run has written env.json yet.", ""]
-        return lines, []
+        return lines, [], None
     if len(done) > 1:
         lines += [
             "The runs use several data settings: compare each row with the baseline of its data.",
             "",
         ]
-        return lines, []
+        return lines, [], None
     table, above, bar = comparison(runs, macros, done[0])
     lines += [
         f"Each row against pixels ({METRIC} − the baseline; one-sample t over finished runs):",
@@ -126,4 +164,4 @@ def baselines_section(
         f"rows whose 95% interval lies above logistic regression: {', '.join(above) or 'none'}; rows whose mean "
         f"is at least {BAR_PP:g} points above it (the CPU-scale bar): {', '.join(bar) or 'none'}."
     )
-    return lines, [claim_line]
+    return lines, [claim_line], b.logreg_top1

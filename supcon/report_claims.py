@@ -1,11 +1,16 @@
 """The Claims section of a report: one summary line, then each claim's statistic, test, n, p and verdict.
 
-The claims and their statistics are `supcon.claims`; this module only writes them as markdown. No TensorFlow.
+The claims and their statistics are `supcon.claims`; this module only writes them as markdown, with each
+verdict's rows that fall below the CPU-scale bar when pixel baselines were computed (`report_baselines`). No
+TensorFlow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from supcon import claims
+from supcon.report_baselines import BAR_PP, METRIC, below_bar
 from supcon.report_data import MISSING, Run
 from supcon.report_tables import format_paper, is_fraction, markdown_table
 
@@ -22,6 +27,14 @@ CLAIMS_LEGEND = (
     "differences are in percentage points (pp); ECE is a fraction; mCE and relative mCE are x 100 (the "
     "baseline scores 100). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
 )
+
+BAR_LEGEND = (
+    f"In the verdict column, *below the bar* names a compared row whose mean {METRIC} over finished runs is less than {BAR_PP:g} "
+    "points above raw-pixel logistic regression (the CPU-scale bar), with its points above pixels (for a rise "
+    "along a swept value only its highest finished value is judged, short training being low by design; along "
+    "SEVERITY the clean runs): such a verdict measures the training budget, not the method."
+)
+Below = Sequence[tuple[str, float]]  # (row, points above pixel logistic regression)
 
 
 def format_p(p: float | None) -> str:
@@ -64,16 +77,32 @@ def format_estimate(verdict: claims.Verdict) -> str:
     return f"{verdict.compared}: {text}" if verdict.compared else text
 
 
-def _verdict_cell(verdict: claims.Verdict) -> str:
+def _verdict_cell(verdict: claims.Verdict, below: Below = ()) -> str:
     if verdict.verdict == claims.INCONCLUSIVE:
-        return f"inconclusive: {verdict.reason}" if verdict.reason else "inconclusive"
-    return f"**{verdict.verdict}**"
+        cell = f"inconclusive: {verdict.reason}" if verdict.reason else "inconclusive"
+    else:
+        cell = f"**{verdict.verdict}**"
+    if below:
+        cell += "; below the bar: " + ", ".join(f"{row} ({over:+.2f} over pixels)" for row, over in below)
+    return cell
 
 
-def claims_rows(verdicts: list[claims.Verdict]) -> list[list[str]]:
-    """The table's cells, one row per verdict."""
+def bar_summary(below: list[Below]) -> str:
+    """'1 of 3 rests on rows below the CPU-scale bar (...): it measures ...', or '' when none does."""
+    count = sum(bool(b) for b in below)
+    if not count:
+        return ""
+    rests, it = ("rests", "it measures") if count == 1 else ("rest", "they measure")
+    return (
+        f"{count} of {len(below)} {rests} on rows below the CPU-scale bar (raw-pixel logistic regression + "
+        f"{BAR_PP:g} points): {it} the training budget, not the method."
+    )
+
+
+def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None = None) -> list[list[str]]:
+    """The table's cells, one row per verdict; `below[i]`: the rows verdict i rests on that are below the bar."""
     rows = []
-    for v in verdicts:
+    for v, under in zip(verdicts, below or [()] * len(verdicts), strict=True):
         est = v.estimate
         claim = f"{v.claim.statement} (`{v.claim.id}`)" + (f"; {v.where}" if v.where else "")
         test = MISSING if est is None else est.test + (f" ({est.note})" if est.note else "")
@@ -86,14 +115,19 @@ def claims_rows(verdicts: list[claims.Verdict]) -> list[list[str]]:
                 test,
                 MISSING if est is None else est.n,
                 format_p(None if est is None else est.p),
-                _verdict_cell(v),
+                _verdict_cell(v, under),
             ]
         )
     return rows
 
 
 def claims_section(
-    runs: list[Run], spec: dict, within: list[str], extra: list[str] = (), real_data: bool = False
+    runs: list[Run],
+    spec: dict,
+    within: list[str],
+    extra: list[str] = (),
+    real_data: bool = False,
+    pixel_top1: float | None = None,
 ) -> list[str]:
     """`## Claims`: the summary line, the verdicts table and the legend; when no claim is named, a line saying so
     with `extra` (empty when there is neither).
@@ -105,6 +139,8 @@ def claims_section(
         name, so that it never pools different datasets or architectures.
       extra: lines to add under the summary (e.g. the comparison with raw pixels).
       real_data: the report compares its runs with raw-pixel baselines (a real dataset).
+      pixel_top1: raw-pixel logistic regression's top-1 on the runs' one data setting, or None: each verdict
+        then names the rows it compares that are below the CPU-scale bar (`report_baselines.below_bar`).
     """
     if not spec.get("claims"):
         if not (extra or real_data):
@@ -113,7 +149,10 @@ def claims_section(
         lines = ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", ""]
         return lines + ([*extra, ""] if extra else ["Each row against raw pixels: Raw-pixel baselines below.", ""])
     verdicts = claims.evaluate_claims(spec["claims"], runs, within)
+    below = None if pixel_top1 is None else [below_bar(v, pixel_top1) for v in verdicts]
+    summary = " ".join(filter(None, [claims.summary(verdicts), bar_summary(below or [])]))
     header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
-    lines = ["## Claims", "", f"**{claims.summary(verdicts)}**", ""]
+    lines = ["## Claims", "", f"**{summary}**", ""]
     lines += list(extra) + ([""] if extra else [])
-    return lines + [markdown_table(header, claims_rows(verdicts)), "", CLAIMS_LEGEND, ""]
+    legend = CLAIMS_LEGEND + ("" if below is None else " " + BAR_LEGEND)
+    return lines + [markdown_table(header, claims_rows(verdicts, below)), "", legend, ""]

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import baselines, report, report_baselines, report_data, workdir
+from supcon import baselines, claims, report, report_baselines, report_claims, report_data, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = baselines.Setting("digits", "train", "test", 1437, "identity", None, 32)
@@ -26,13 +26,16 @@ def env(dataset="digits", train_examples=1437):
     return {"git_sha": "0" * 40, "scale": {"dataset": dataset, "train_examples": train_examples}}
 
 
-def make_run(root, values, top1, config=DIGITS_CONFIG, dataset="digits", train_examples=1437):
+def make_run(
+    root, values, top1, config=DIGITS_CONFIG, dataset="digits", train_examples=1437, claim_ids=()
+):
     slug = "_".join(f"{k.lower()}-{v}" for k, v in values.items())
     path = os.path.join(str(root), slug)
     os.makedirs(path)
+    spec = {"rows": ["METHOD"], **({"claims": list(claim_ids)} if claim_ids else {})}
     workdir.write_json_atomic(
         os.path.join(path, workdir.POINT),
-        {"recipe_stem": "digits_demo", "values": values, "report": {"rows": ["METHOD"]}},
+        {"recipe_stem": "digits_demo", "values": values, "report": spec},
     )
     workdir.write_json_atomic(os.path.join(path, workdir.ENV), env(dataset, train_examples))
     if config is not None:
@@ -213,3 +216,122 @@ def test_the_bar_lists_rows_whose_mean_is_five_points_above_pixels():
     _, above, bar = report_baselines.comparison(runs, ["METHOD"], b)
     assert bar == ["supcon"]  # means: supcon 85.5 (+5.5), simclr 84.5 (+4.5), ce 80.0 (+0.0)
     assert above == ["simclr", "supcon"]  # 95% intervals above 80: +4.5 +- 1.2 and +5.5 +- 1.2; ce's is not
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Verdicts held to the CPU-scale bar
+
+
+def only_verdict(verdicts):
+    assert len(verdicts) == 1, verdicts
+    return verdicts[0]
+
+
+def runs_of(table, axis="METHOD", state="done"):
+    """Run objects from {axis value: [top1 of seed 0, seed 1, ...]}."""
+    return [
+        report_data.Run(slug=f"{value}-{s}", path=None, values={axis: value, "SEED": s}, state=state,
+                        result={"eval/top1": top1} if state == "done" else {})
+        for value, tops in table.items()
+        for s, top1 in enumerate(tops)
+    ]  # fmt: skip
+
+
+def claims_text(runs, ids, within, pixel_top1):
+    return "\n".join(
+        report_claims.claims_section(runs, {"claims": ids}, within, real_data=True, pixel_top1=pixel_top1)
+    )
+
+
+def test_a_verdict_resting_on_a_row_below_the_bar_says_so(tmp_path, monkeypatch):
+    def fake(setting):  # pixel logistic regression at 80%: the bar is 85%
+        return baselines.Baseline(setting, 0.80, 0.81, (8, 8, 1), 360)
+
+    monkeypatch.setattr(baselines, "compute", fake)
+    ids = ["table2_supcon_gt_ce", "table2_supcon_gt_simclr"]
+    table = {
+        "supcon": (0.86, 0.87, 0.865),
+        "cross_entropy": (0.85, 0.861, 0.854),
+        "simclr": (0.805, 0.81, 0.815),
+    }
+    root = tmp_path / "runs"
+    for method, tops in table.items():
+        for seed, top1 in enumerate(tops):
+            make_run(root, {"METHOD": method, "SEED": seed}, top1, claim_ids=ids)
+    text = open(report.write_report(str(root), str(tmp_path / "out"), plots=False)).read()
+    section = text.split("## Claims")[1].split("\n## ")[0]
+    assert (
+        "**2 of 2 claims reproduced at this scale (0 contradicted, 0 inconclusive). 1 of 2 rests on rows below "
+        "the CPU-scale bar (raw-pixel logistic regression + 5 points): it measures the training budget, not the "
+        "method.**"
+    ) in section
+    rows = {i: next(r for r in section.splitlines() if f"`{i}`" in r) for i in ids}
+    # simclr's mean is 81.0: +1.00 above pixels; supcon (86.5) and cross_entropy (85.5) clear the bar
+    assert rows["table2_supcon_gt_simclr"].endswith(
+        "| **reproduced**; below the bar: METHOD=simclr (+1.00 over pixels) |"
+    )
+    assert rows["table2_supcon_gt_ce"].endswith("| **reproduced** |")
+    assert report_claims.BAR_LEGEND in section
+    assert "rows whose mean is at least 5 points above it (the CPU-scale bar): cross_entropy, supcon." in section
+
+
+def test_verdicts_on_rows_above_the_bar_get_no_qualifier():
+    runs = runs_of({"supcon": (0.86, 0.87, 0.865), "cross_entropy": (0.85, 0.861, 0.854)})
+    text = claims_text(runs, ["table2_supcon_gt_ce"], ["METHOD"], pixel_top1=0.80)
+    assert "**1 of 1 claim reproduced at this scale (0 contradicted, 0 inconclusive).**" in text
+    assert "| **reproduced** |" in text and "below the bar:" not in text
+    assert report_claims.BAR_LEGEND in text  # the reader learns that the verdicts were checked
+    # A lower bar row: cross_entropy's mean 85.5 is 4.5 points above 81%; the qualifier names only it.
+    text = claims_text(runs, ["table2_supcon_gt_ce"], ["METHOD"], pixel_top1=0.81)
+    assert "| **reproduced**; below the bar: METHOD=cross_entropy (+4.50 over pixels) |" in text
+    assert "1 of 1 rests on rows below the CPU-scale bar" in text
+
+
+def test_a_rise_is_held_to_the_bar_at_its_highest_value_only():
+    claim = claims.load_claims()["fig4c_epochs_increasing"]
+    curve = {6: (0.70, 0.71), 12: (0.78, 0.79), 25: (0.84, 0.845), 50: (0.86, 0.865)}
+    runs = runs_of(curve, axis="PRETRAIN_EPOCHS")
+    verdict = only_verdict(claims.evaluate(claim, runs, ["PRETRAIN_EPOCHS"]))
+    assert [label for label, _ in verdict.groups][-1] == "PRETRAIN_EPOCHS=50"
+    assert report_baselines.below_bar(verdict, 0.80) == []  # 6 and 12 epochs are low by design: not judged
+    text = claims_text(runs, [claim.id], ["PRETRAIN_EPOCHS"], pixel_top1=0.80)
+    assert "| **reproduced** |" in text and "below the bar:" not in text
+    assert report_baselines.below_bar(verdict, 0.82) == [("PRETRAIN_EPOCHS=50", pytest.approx(4.25))]
+    text = claims_text(runs, [claim.id], ["PRETRAIN_EPOCHS"], pixel_top1=0.82)
+    assert "| **reproduced**; below the bar: PRETRAIN_EPOCHS=50 (+4.25 over pixels) |" in text
+    # The highest value still training is not judged: the curve tested ends at 25 epochs (84.25%, +4.25).
+    runs = runs_of({6: (0.70, 0.71), 25: (0.84, 0.845)}, axis="PRETRAIN_EPOCHS")
+    runs += runs_of({100: (None, None)}, axis="PRETRAIN_EPOCHS", state="partial")
+    verdict = only_verdict(claims.evaluate(claim, runs, ["PRETRAIN_EPOCHS"]))
+    assert [label for label, _ in verdict.groups] == [
+        "PRETRAIN_EPOCHS=6", "PRETRAIN_EPOCHS=25", "PRETRAIN_EPOCHS=100",
+    ]  # fmt: skip
+    assert report_baselines.below_bar(verdict, 0.80) == [("PRETRAIN_EPOCHS=25", pytest.approx(4.25))]
+    # Along SEVERITY the models are the clean runs' (severity 0); corrupted accuracy is not held to the bar.
+    severity = claims.load_claims()["table6_ece_increasing_with_severity"]
+    groups = (("SEVERITY=0", tuple(runs_of({0: (0.9, 0.9)}, "SEVERITY"))),
+              ("SEVERITY=5", tuple(runs_of({5: (0.5, 0.5)}, "SEVERITY"))))  # fmt: skip
+    verdict = claims.Verdict(severity, "", "reproduced", groups=groups)
+    assert report_baselines.below_bar(verdict, 0.80) == []
+    assert report_baselines.below_bar(verdict, 0.86) == [("SEVERITY=0", pytest.approx(4.0))]
+
+
+def test_without_pixel_baselines_the_claims_section_is_unchanged():
+    runs = runs_of({"supcon": (0.86, 0.87, 0.865), "simclr": (0.805, 0.81, 0.815)})
+    ids, within = ["table2_supcon_gt_simclr"], ["METHOD"]
+    plain = report_claims.claims_section(runs, {"claims": ids}, within)
+    assert report_claims.claims_section(runs, {"claims": ids}, within, pixel_top1=None) == plain
+    text = "\n".join(plain)
+    assert "**1 of 1 claim reproduced at this scale (0 contradicted, 0 inconclusive).**" in text
+    assert "| **reproduced** |" in text and "below the bar" not in text and "CPU-scale" not in text
+    assert plain[-2] == report_claims.CLAIMS_LEGEND
+
+
+def test_several_data_settings_hold_no_verdict_to_one_bar(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, {"METHOD": "supcon", "SEED": 0}, 0.9, train_examples=1437)
+    make_run(root, {"METHOD": "simclr", "SEED": 0}, 0.9, train_examples=1000)
+    runs = report_data.load_runs(str(root))
+    lines, claim_lines, pixel_top1 = report_baselines.baselines_section(runs, str(root), ["METHOD"])
+    assert "The runs use several data settings: compare each row with the baseline of its data." in lines
+    assert (claim_lines, pixel_top1) == ([], None)
