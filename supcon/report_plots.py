@@ -217,7 +217,7 @@ def _panel_order(name: str) -> tuple:
 
 
 def curves_plot(runs: list[Run], path: str) -> bool:
-    """Training loss vs step per stage (and eval/top1 when evaluated more than once).
+    """Training loss vs step per stage (and eval/top1 when some run was evaluated at two steps or more).
 
     One colour per point (SEED grouped out): each seed faint, their mean at shared steps solid.
 
@@ -229,7 +229,9 @@ def curves_plot(runs: list[Run], path: str) -> bool:
     panels = {
         k: v
         for k, v in panels.items()
-        if not k.startswith("eval") or any(len(s) > 1 for ss in v.values() for s, _ in ss)
+        # eval/top1 only when some run was evaluated at two or more steps: scoring a finished run again (eval mode,
+        # e.g. on corrupted test sets) appends a second record at the same step, which is no curve.
+        if not k.startswith("eval") or any(len(set(s)) > 1 for ss in v.values() for s, _ in ss)
     }
     if not panels:
         return False
