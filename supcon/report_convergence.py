@@ -112,7 +112,7 @@ def convergence_section(runs: list[Run], axis: str, metric: str, macros: list[st
         "## Convergence",
         "",
         f"{metric} (%, mean over finished runs) against {axis}; each doubling's change in percentage points. A row "
-        f"has plateaued at L when each doubling from L up to the longest length measured (L, 2L, 4L, ..., every one "
+        f"has plateaued at L when each doubling from L up to the largest {axis} measured (L, 2L, 4L, ..., every one "
         f"finished) moves {metric} by less than {PLATEAU_PP:g} point (the CPU-scale design rule).",
         "",
         markdown_table(header, body),
