@@ -83,7 +83,8 @@ it is (there is no way to tell), and --dry_run marks it `(settings not recorded)
 trained with other settings out of a recipe's report, in one line.
 
 Exit codes: 0 all selected points done (or held by another runner), 1 some failed or unusable, 2 bad
-flags, environment, recipe or point (nothing was written), 130 interrupted.
+flags, environment, recipe or point (nothing was written), 130 interrupted (Ctrl-C or SIGTERM: the trainers are
+stopped, their points resume on the next run).
 
 This module imports no TensorFlow: --help, --dry_run and flag errors are fast.
 """
@@ -96,6 +97,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -1057,8 +1059,15 @@ def make_report(plan: Plan) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM (a scheduler's or `kill`'s stop) takes the path of Ctrl-C: the trainers are stopped and the points
+    left to resume, instead of the runner dying alone while its trainers train on."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     """Plans, validates, runs the points, summarizes and reports; returns the exit code."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         plan = make_plan(argv)
         if FLAGS.show_config and not FLAGS.dry_run:

@@ -6,6 +6,7 @@ Every test runs `python runner.py` in a subprocess, in a temporary directory, as
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -659,3 +660,51 @@ def test_run_dirs_are_found_by_point_id_whatever_their_name(tmp_path):
     last = read_lines(tmp_path / "train.log")[-1]
     assert os.path.basename(last["workdir"]) == "old-crash" and last["resumed"] is True
     assert os.listdir(cases) == ["old-crash"]
+
+
+def _children(pid):
+    """The pids of the live processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_sigterm_stops_the_trainers_and_the_point_resumes(tmp_path):
+    """A runner stopped by SIGTERM (a scheduler, `kill`, `timeout`) stops its trainer processes as Ctrl-C does,
+    exits 130, and leaves the point unfinished for the next run."""
+    cmd = runner_cmd(tmp_path, fixture("single.gin"), "--gin_param", "FAKE_SLEEP = 60", "--gin_param",
+                     "FAKE_STEPS = 60")  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    run_dir = tmp_path / "runs" / "single" / "default"
+    deadline = time.time() + 60
+    while not (run_dir / workdir.LOG).exists() or "step 1/60" not in (run_dir / workdir.LOG).read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0] if proc.poll() else "timeout"
+        time.sleep(0.1)
+    trainers = _children(proc.pid)
+    assert trainers, "no trainer process under the runner"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "1 interrupted" in out
+    deadline = time.time() + 10
+    while any(_alive(p) for p in trainers):
+        assert time.time() < deadline, f"trainer processes {trainers} outlived the runner"
+        time.sleep(0.1)
+    assert workdir.point_status(str(run_dir)) == "partial"
+    assert not (run_dir / workdir.RESULT).exists()
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
