@@ -79,6 +79,13 @@ def below_bar(verdict: claims.Verdict, logreg_top1: float) -> list[tuple[str, fl
     return [(label, points) for label, points in over if points < BAR_PP]
 
 
+def _listed(labels: list[str], total: int) -> str:
+    """The row labels, 'none', or 'all N rows' when every one of more than two rows is listed."""
+    if not labels:
+        return "none"
+    return f"all {total} rows" if len(labels) == total > 2 else ", ".join(labels)
+
+
 def _row_groups(runs: list[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
     return [(" / ".join(key) or "all", members) for key, members in group_runs(runs, macros)]
 
@@ -157,11 +164,11 @@ def baselines_section(
         "",
     ]
     lines += table + [""]
-    b = done[0]
+    b, total = done[0], len(_row_groups(runs, macros))
     claim_line = (
         f"**Against raw pixels:** logistic regression scores {100 * b.logreg_top1:.2f}% and "
         f"{baselines.KNN_K}-NN {100 * b.knn_top1:.2f}% on the same data (Raw-pixel baselines below); "
-        f"rows whose 95% interval lies above logistic regression: {', '.join(above) or 'none'}; rows whose mean "
-        f"is at least {BAR_PP:g} points above it (the CPU-scale bar): {', '.join(bar) or 'none'}."
+        f"rows whose 95% interval lies above logistic regression: {_listed(above, total)}; rows whose mean "
+        f"is at least {BAR_PP:g} points above it (the CPU-scale bar): {_listed(bar, total)}."
     )
     return lines, [claim_line], b.logreg_top1

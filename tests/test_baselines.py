@@ -335,3 +335,20 @@ def test_several_data_settings_hold_no_verdict_to_one_bar(tmp_path):
     lines, claim_lines, pixel_top1 = report_baselines.baselines_section(runs, str(root), ["METHOD"])
     assert "The runs use several data settings: compare each row with the baseline of its data." in lines
     assert (claim_lines, pixel_top1) == ([], None)
+
+
+def test_the_pixel_line_says_all_rows_when_every_row_of_many_clears(tmp_path, monkeypatch):
+    monkeypatch.setattr(baselines, "compute", lambda setting: baselines.Baseline(setting, 0.80, 0.81, (8, 8, 1), 360))
+    assert report_baselines._listed(["a", "b"], 2) == "a, b"  # two rows are named
+    assert report_baselines._listed(["a", "b"], 3) == "a, b"
+    assert report_baselines._listed([], 3) == "none"
+    root = tmp_path / "runs"
+    for method in ("supcon", "cross_entropy", "simclr"):
+        for seed, top1 in enumerate((0.9, 0.91, 0.905)):
+            make_run(root, {"METHOD": method, "SEED": seed}, top1, claim_ids=["table2_supcon_gt_ce"])
+    text = open(report.write_report(str(root), str(tmp_path / "out"), plots=False)).read()
+    section = text.split("## Claims")[1].split("\n## ")[0]
+    assert (
+        "rows whose 95% interval lies above logistic regression: all 3 rows; rows whose mean is at least 5 points "
+        "above it (the CPU-scale bar): all 3 rows."
+    ) in section
