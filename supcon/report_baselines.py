@@ -92,9 +92,9 @@ def _row_groups(runs: list[Run], macros: list[str]) -> list[tuple[str, list[Run]
 
 def comparison(
     runs: list[Run], macros: list[str], b: baselines.Baseline
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str], list[str], int]:
     """The table of every row against the pixel baselines, the rows whose interval lies above logistic
-    regression, and the rows whose mean is at least BAR_PP points above it."""
+    regression, the rows whose mean is at least BAR_PP points above it, and the number of rows."""
     header = [" / ".join(macros) or "runs", f"{METRIC} (%)"]
     header += [f"− pixels {name} (pp, 95% CI)" for _, name in METHODS]
     body, above, bar = [], [], []
@@ -111,7 +111,7 @@ def comparison(
                 above.append(label)
         except Undetermined:
             pass
-    return [markdown_table(header, body)], above, bar
+    return [markdown_table(header, body)], above, bar, len(body)
 
 
 def baselines_section(
@@ -158,13 +158,13 @@ def baselines_section(
             "",
         ]
         return lines, [], None
-    table, above, bar = comparison(runs, macros, done[0])
+    table, above, bar, total = comparison(runs, macros, done[0])
     lines += [
         f"Each row against pixels ({METRIC} − the baseline; one-sample t over finished runs):",
         "",
     ]
     lines += table + [""]
-    b, total = done[0], len(_row_groups(runs, macros))
+    b = done[0]
     claim_line = (
         f"**Against raw pixels:** logistic regression scores {100 * b.logreg_top1:.2f}% and "
         f"{baselines.KNN_K}-NN {100 * b.knn_top1:.2f}% on the same data (Raw-pixel baselines below); "

@@ -213,7 +213,7 @@ def test_the_bar_lists_rows_whose_mean_is_five_points_above_pixels():
         for m, tops in (("supcon", (0.85, 0.86, 0.855)), ("simclr", (0.84, 0.85, 0.845)), ("ce", (0.9, 0.7, 0.8)))
         for s, top1 in enumerate(tops)
     ]
-    _, above, bar = report_baselines.comparison(runs, ["METHOD"], b)
+    _, above, bar, _ = report_baselines.comparison(runs, ["METHOD"], b)
     assert bar == ["supcon"]  # means: supcon 85.5 (+5.5), simclr 84.5 (+4.5), ce 80.0 (+0.0)
     assert above == ["simclr", "supcon"]  # 95% intervals above 80: +4.5 +- 1.2 and +5.5 +- 1.2; ce's is not
 
