@@ -90,8 +90,14 @@ def describe(name: str) -> str:
     return train_step.describe(name)
 
 
+HEADINGS = {  # --section -> its README heading
+    "small_scale": "Small scale: the fmnist_table2 SupCon point vs a PyTorch step of the same tiny model",
+    "small_scale_no_avx512": "Small scale on a CPU without AVX-512: the same comparison",
+}
+
+
 def markdown(rows: list[dict], speedup: dict, args, wall: dict) -> str:
-    lines = ["## Small scale: the fmnist_table2 SupCon point vs a PyTorch step of the same tiny model", "",
+    lines = [f"## {HEADINGS[args.section]}", "",
              f"ResNet-18 x{WIDTH:g} (CIFAR stem), 14x14x1 inputs, batch {BATCH} x {VIEWS} views, SupCon loss. Ours: "
              "the recipe's own stage loop (`Run.train_stage`: LARS, logging every 20 steps, checkpoints every 40, "
              "the dtype policy 'auto' picks for this CPU) on the real Fashion-MNIST files; PyTorch: the same "
@@ -118,6 +124,8 @@ def run_benchmark(args) -> None:
     names = [f"ours_{n}" for n in args.ours.split(",") if n] + [n for n in args.torch.split(",") if n]
     if "ours_live" not in names:
         raise SystemExit("--ours must include 'live' (the figure the benchmark reports)")
+    if args.section == "small_scale_no_avx512" and "avx512f" in train_step.machine()["flags"]:
+        raise SystemExit("--section small_scale_no_avx512: this CPU has AVX-512")
     workers = []
     try:
         for name in names:
@@ -132,13 +140,15 @@ def run_benchmark(args) -> None:
     wall = {r["variant"]: r["median_step_seconds"] for r in rows}
     text = markdown(rows, speedup, args, wall)
     print(text)
-    train_step.save_section("small_scale", {"rows": rows, "speedup": speedup, "timed": timed}, text)
+    train_step.save_section(args.section, {"rows": rows, "speedup": speedup, "timed": timed}, text)
     print(f"small_scale_speedup_vs_torch: {speedup['ratio']:.3f}")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ours", default="live,cached", help=f"comma list of {', '.join(OURS)}")
+    parser.add_argument("--section", default="small_scale", choices=sorted(HEADINGS),
+                        help="the README section the figures go to (small_scale_no_avx512: measured on such a CPU)")
     parser.add_argument("--torch", default=",".join(TORCH), help="comma list of PyTorch variants")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--windows", type=int, default=2, help="logging windows of ours per variant per round")

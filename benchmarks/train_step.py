@@ -89,15 +89,28 @@ def build_run(params: list[str], workdir: str, examples: int = 4096):
     return build_recipe_run(files, params, workdir, synthetic_source(examples))
 
 
+def check_onednn() -> None:
+    """Exits unless TF runs the oneDNN kernels TF_ENABLE_ONEDNN_OPTS asks for. TF reads the variable when it is
+    first imported: imported before `supcon.main` set it, an AVX2 CPU would time Eigen's kernels instead
+    (2.6x slower on the fmnist_table2 step), which is not what a run trains with."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    wanted = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if wanted in ("0", "1") and _pywrap_util_port.IsMklEnabled() != (wanted == "1"):
+        raise SystemExit(f"TF_ENABLE_ONEDNN_OPTS={wanted} but TensorFlow was imported before it was set: "
+                         "its oneDNN kernels are " + ("off" if wanted == "1" else "on"))
+
+
 def build_recipe_run(files: list[str], params: list[str], workdir: str, source=None):
     """Parses the gin files, calls the gin root as `supcon.main` does and returns the `Run` it builds.
 
     `source`, if given, replaces the dataset the recipe names."""
-    import gin
+    import gin  # noqa: I001 - supcon.main before supcon.data: it sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads
 
-    from supcon import data, train
     from supcon import main as supcon_main
+    from supcon import data, train
 
+    check_onednn()
     supcon_main._register()
     supcon_main.parse(files, params)
     if source is not None:
@@ -405,6 +418,8 @@ NOTES = "notes.md"  # hand-written, appended to the README as is
 SECTIONS = {  # README order: section -> the command that measures it
     "train_step": "python benchmarks/train_step.py",
     "small_scale": "python benchmarks/small_scale.py",
+    "small_scale_no_avx512": "python benchmarks/small_scale.py --section small_scale_no_avx512 "
+                             "--ours live,cached,live_per_image,live_xla",
     "profile": "python benchmarks/train_step.py --profile fp32,fp32_onednn,bf16_onednn",
     "batch_norm": "python benchmarks/batch_norm.py",
     "loss_curves": "python benchmarks/train_step.py --loss_curves 60 --width 0.25 --batch 64",
