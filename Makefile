@@ -16,10 +16,10 @@ quickstart: $(VENV)/.installed
 	$(PY) runner.py recipes/quickstart.gin
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -n auto -m ''
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check supcon tests runner.py benchmarks
