@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,test
 
-.PHONY: quickstart test test-all lint clean-venv
+.PHONY: quickstart test test-slow test-all lint clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,11 +18,15 @@ quickstart: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n auto
 
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -n auto -m slow
+
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -n auto -m ''
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check supcon tests runner.py benchmarks
+	$(VENV)/bin/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -24,12 +24,12 @@ point once: a point is claimed atomically (`claim.json`, refreshed while it trai
                     unfinished points are listed as not run.
   --noreuse_process a fresh trainer process per point. By default each job keeps one trainer process and
                     trains its points one after another in it (TensorFlow's import and start-up, ~10 s on
-                    2 cores, are paid once; see supcon/worker.py); a point that needs a fresh process (other
+                    2 cores, are paid once; see supcon/experiment/worker.py); a point that needs a fresh process (other
                     logical devices, a TPU or multi-host topology) gets one, and a process that dies is
                     replaced for the next point.
 
 Scoring finished points. A recipe or --gin_param that sets train_and_evaluate.corruptions (or another
-evaluation-only argument, supcon.corruption_spec.EVAL_ONLY_ARGS) changes what is evaluated, not what is trained:
+evaluation-only argument, supcon.robust.spec.EVAL_ONLY_ARGS) changes what is evaluated, not what is trained:
 point ids hash the grid values only, so the points keep their run dirs, and a finished point whose result.json
 lacks some of the corruption/... keys asked for is not skipped but scored again in eval mode (its final
 checkpoint restored, no training; `--gin_param "train_and_evaluate.mode = 'eval'"` is added), which adds those
@@ -58,7 +58,7 @@ point.json records the settings it trained with (below), equal to this point's a
 (but the evaluation-only ones). A run dir that predates recorded settings is never copied. The copy
 (shutil.copytree, into a temporary sibling of the point's run dir, then renamed into place: never half a run dir; a
 run dir another runner made meanwhile wins) gets this recipe's point.json with `copied_from`, the source's run dir
-(supcon/reuse.py). A copied point is done: it is not trained, and is scored in eval mode if it lacks metrics the
+(supcon/experiment/reuse.py). A copied point is done: it is not trained, and is scored in eval mode if it lacks metrics the
 recipe asks for. --dry_run shows `copy <id> <run dir> <- <source>`, the run one `copied` line per copy and the
 summary `N copied from other recipes`; --eval_only copies too (a copy trains nothing). A recipe with grid.runs_of
 cannot bind it (the other recipe's own grid.reuse_from applies to points trained into its folder); nothing is copied
@@ -73,7 +73,7 @@ Settings a run was trained with. A point's id hashes its grid values only, so an
 augmenter, an edited include) keeps its points' ids and run dirs. point.json therefore records the settings the point
 trains with (`training_settings`, {binding: gin text}, and their `training_settings_hash`): every final binding of its
 configuration (the recipe and its includes, its grid values, the --smoke overlay, the --gin_params) that it may read
-(supcon.bindings.reach: a cross-entropy point leaves out the pretraining settings), but grid.*, report.* and the
+(supcon.experiment.bindings.reach: a cross-entropy point leaves out the pretraining settings), but grid.*, report.* and the
 evaluation-only ones. Every run (--dry_run and --eval_only too, and a grid.runs_of recipe reading the other's runs)
 compares a started or finished run dir's record with the point's settings now, as gin text; one that differs is
 unusable as above, with the first differences, e.g. `runs/x/method-supcon_seed-0 was trained with other settings:
@@ -107,14 +107,16 @@ from collections.abc import Callable
 
 from absl import app, flags
 
-from supcon import corruption_spec, grid, progress, reuse, workdir
-from supcon.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
-from supcon.claim import HOST, Claim
-from supcon.worker import Worker
+from supcon import workdir
+from supcon.experiment import grid, progress, reuse, scoring, show_config
+from supcon.experiment.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
+from supcon.experiment.claim import HOST, Claim
+from supcon.experiment.worker import Worker
+from supcon.robust import spec as corruption_spec
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SMOKE_GIN = os.path.join(ROOT, "recipes", "smoke.gin")
-REPORTER = os.path.join(ROOT, "supcon", "report.py")
+REPORTER = os.path.join(ROOT, "supcon", "report", "build.py")
 POINT_GIN = "point.gin"  # the point's bindings as a gin file, in its run directory
 
 FLAGS = flags.FLAGS
@@ -129,7 +131,7 @@ flags.DEFINE_boolean(
     "show_config", False,
     "With --dry_run: also print each point's effective settings per stage (optimizer and its constants, peak LR, "
     "schedule, weight decay, augmenter, views; heads, loss, encoder, topology), from one trainer process "
-    "(supcon/show_config.py); trains nothing.",
+    "(supcon/experiment/show_config.py); trains nothing.",
 )
 flags.DEFINE_integer(
     "jobs", 1, "Points trained at once on this machine (they share the CPU threads)."
@@ -396,7 +398,7 @@ def make_plan(argv: list[str]) -> Plan:
     for point in selected:
         plan.settings[point.id] = grid.point_settings(plan.trainer_recipe, point)
         try:
-            plan.requests[point.id] = corruption_spec.requested(recipe, point.values)
+            plan.requests[point.id] = scoring.requested(recipe, point.values)
         except ValueError as e:
             raise UsageError(f"point {point.slug}: {' '.join(str(e).split())}") from None
     _check_existing(plan)
@@ -470,7 +472,7 @@ def _same_params(plan: Plan) -> Callable[[list], bool]:
 
 def plan_copies(plan: Plan) -> dict[str, str]:
     """{point id: run dir to copy} for the selected points with no trained run (no run dir, or status 'new') that a
-    recipe of grid.reuse_from (the trainer recipe's) has finished with exactly their settings (supcon.reuse). None
+    recipe of grid.reuse_from (the trainer recipe's) has finished with exactly their settings (supcon.experiment.reuse). None
     with TF_CONFIG: every host of a multi-host point must run the same points."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in plan.trainer_recipe.reuse_from_paths]
     if not stems or os.environ.get("TF_CONFIG"):
@@ -590,7 +592,7 @@ def threads_per_job(jobs: int) -> int:
 def validate(plan: Plan, points: list, reuse: bool = False) -> Worker | None:
     """Validates `points` in one trainer process before anything is written.
 
-    With `reuse`, the process is a serving trainer (supcon.worker) that is returned, ready to train points;
+    With `reuse`, the process is a serving trainer (supcon.experiment.worker) that is returned, ready to train points;
     else a one-shot `--validate SPEC.json` subprocess.
 
     Raises:
@@ -658,7 +660,7 @@ class Outcome:
 class Launcher:
     """Runs points in trainer processes (up to `jobs` at once), holding and refreshing their claims.
 
-    With `reuse`, each job sends its points to a long-lived serving trainer process (supcon.worker), starting
+    With `reuse`, each job sends its points to a long-lived serving trainer process (supcon.experiment.worker), starting
     one when none is idle; `workers` are processes already started (the validator). Else one subprocess per
     point. `display` prints the runner's messages and follows each running point's log for its progress.
     """
@@ -849,7 +851,7 @@ class Launcher:
             if reply is None:  # the process died: a crash, a signal, a lost claim or an interrupt
                 code = worker.exit_code()
                 return code if code else 1
-            if reply.get("restart"):  # the point needs a fresh process (see supcon.worker)
+            if reply.get("restart"):  # the point needs a fresh process (see supcon.experiment.worker)
                 worker.close()
                 continue
             if reply.get("retire"):
@@ -1041,7 +1043,7 @@ def make_report(plan: Plan) -> int:
     if not FLAGS.report or _secondary_worker():
         return 0
     if not os.path.exists(REPORTER):
-        print("report: skipped (supcon/report.py is not available)")
+        print("report: skipped (supcon/report/build.py is not available)")
         return 0
     waiting = [p for p in plan.grid_points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
     if plan.sharded and waiting:
@@ -1075,7 +1077,6 @@ def main(argv: list[str]) -> int:
         if FLAGS.dry_run:
             code = dry_run(plan)
             if FLAGS.show_config:
-                from supcon import show_config  # no TF: it starts one trainer-like process
 
                 code = show_config.show(plan.trainer_recipe.path, plan.points, plan.overlays, plan.trainer_params,
                                         child_env(threads_per_job(1))) or code

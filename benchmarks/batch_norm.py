@@ -2,7 +2,7 @@
 
     python benchmarks/batch_norm.py [--shapes 256x32x32x64,512x14x14x8,...] [--rounds 5] [--calls 6]
 
-`supcon.resnet.FusedBatchNormalization` trains batch norm with `tf.compat.v1.nn.fused_batch_norm` (oneDNN's
+`supcon.model.resnet.FusedBatchNormalization` trains batch norm with `tf.compat.v1.nn.fused_batch_norm` (oneDNN's
 kernel on CPU). Under mixed precision its input is bfloat16. Two ways to call the kernel, same values (the
 kernel computes in float32 and rounds y to bfloat16 either way):
 - cast: bfloat16 -> float32, the float32 kernel, float32 -> bfloat16 (two full-tensor casts each way);
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import train_step
 
-    from supcon import resnet
+    from supcon.model import resnet
 
     rows = []
     for text in args.shapes.split(","):

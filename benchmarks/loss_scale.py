@@ -10,9 +10,9 @@ after one warm-up call), variants alternating, `--rounds` times. Memory is measu
   * allocator: `tf.config.experimental.get_memory_info('CPU:0')` peak minus current before the timed calls,
     in a separate process run with TF_CPU_ALLOCATOR_USE_BFC=true (TF's CPU allocator keeps no statistics
     otherwise).
-Variants: `direct` (supcon.losses, blockwise dispatch disabled), `blockwise` (supcon.losses.contrastive_loss as
+Variants: `direct` (supcon.model.losses, blockwise dispatch disabled), `blockwise` (supcon.model.losses.contrastive_loss as
 training calls it: dispatched to the blockwise path, XLA-compiled blocks), `blockwise_nojit` (no XLA).
-The crossover table (in-process, alternating) sets supcon.losses.BLOCKWISE_MIN_ENTRIES.
+The crossover table (in-process, alternating) sets supcon.model.losses.BLOCKWISE_MIN_ENTRIES.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _status_mib(key: str) -> float:
 
 def loss_fn(variant: str):
     """`fn(features, labels) -> per-sample loss` of a variant (temperature 0.1, the official defaults)."""
-    from supcon import losses, losses_blockwise
+    from supcon.model import losses, losses_blockwise
 
     if variant == "direct":
         losses.BLOCKWISE_MIN_ENTRIES = 2**62
@@ -109,7 +109,7 @@ def check(args) -> dict:
     """Values and gradients of the blockwise path against the direct one at full size (one process)."""
     import numpy as np
 
-    from supcon import losses, losses_blockwise
+    from supcon.model import losses, losses_blockwise
 
     z, y = inputs(args.batch, args.views, args.dim)
     out = {}
@@ -140,7 +140,7 @@ def spawn(mode: str, variant: str, args, bfc: bool = False) -> dict:
 
 def crossover(sizes: list[int], args) -> list[dict]:
     """Direct vs blockwise (dispatch forced) per global batch, in this process, alternating; medians in ms."""
-    from supcon import losses, losses_blockwise
+    from supcon.model import losses, losses_blockwise
 
     threshold, losses.BLOCKWISE_MIN_ENTRIES = losses.BLOCKWISE_MIN_ENTRIES, 2**62  # direct path unless forced
     try:
@@ -175,7 +175,7 @@ def _crossover_rows(sizes, args, losses, losses_blockwise) -> list[dict]:
 
 
 def markdown(args, runs: dict, memory: dict, checked: dict, cross: list[dict]) -> str:
-    from supcon import losses
+    from supcon.model import losses
 
     a = args.views * args.batch
     lines = ["## Contrastive loss at scale: blockwise vs direct", "",
@@ -200,7 +200,7 @@ def markdown(args, runs: dict, memory: dict, checked: dict, cross: list[dict]) -
                   "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r['batch']} | {r['entries']:,} | {r['direct_ms']:.1f} | {r['blockwise_ms']:.1f} | "
                   f"{r['blockwise_ms'] / r['direct_ms']:.2f} |" for r in cross]
-        lines += ["", f"`supcon.losses.BLOCKWISE_MIN_ENTRIES` = {losses.BLOCKWISE_MIN_ENTRIES:,}: "
+        lines += ["", f"`supcon.model.losses.BLOCKWISE_MIN_ENTRIES` = {losses.BLOCKWISE_MIN_ENTRIES:,}: "
                   "`contrastive_loss` switches to the blockwise path at and above that many entries."]
     return "\n".join(lines)
 

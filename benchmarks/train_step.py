@@ -108,7 +108,8 @@ def build_recipe_run(files: list[str], params: list[str], workdir: str, source=N
     import gin  # noqa: I001 - supcon.main before supcon.data: it sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads
 
     from supcon import main as supcon_main
-    from supcon import data, train
+    from supcon import data
+    from supcon.train import run as train
 
     check_onednn()
     supcon_main._register()

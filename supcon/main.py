@@ -2,7 +2,8 @@
 
     python -m supcon.main --workdir DIR --gin_file FILE [--gin_file ...] [--gin_param 'BINDING' ...]
     python -m supcon.main --validate SPEC.json
-    python -m supcon.main --serve --reply_fd N      (the runner's long-lived trainer; see supcon.worker)
+    python -m supcon.main --describe SPEC.json     (each point's effective settings, for runner.py --show_config)
+    python -m supcon.main --serve --reply_fd N      (the runner's long-lived trainer; see supcon.experiment.worker)
 
 SPEC.json is a list of {"name", "gin_files", "gin_params"}; one JSON line {"name", "error"} is printed per
 point, and the exit code is 0 iff every point is valid. Environment: SUPCON_THREADS caps TF's thread pools.
@@ -24,13 +25,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (created; a rerun resumes from its last checkpoint).")
 flags.DEFINE_multi_string("gin_file", [], "Gin files, in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
 flags.DEFINE_string("validate", None, "Validate the points listed in this JSON file and exit.")
-flags.DEFINE_boolean("serve", False, "Serve validate/train requests from stdin (supcon.worker protocol).")
+flags.DEFINE_string("describe", None, "Print each listed point's effective settings as JSON (runner.py --show_config).")
+flags.DEFINE_boolean("serve", False, "Serve validate/train requests from stdin (supcon.experiment.worker protocol).")
 flags.DEFINE_integer("reply_fd", None, "With --serve: the file descriptor replies are written to.")
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -49,11 +52,9 @@ def quiet_third_party_logs() -> None:
     writer log at INFO through absl's handler, one or two lines per checkpoint: noise between our progress lines.
     An explicit --verbosity (or -v) keeps everything at the level it asks for.
     """
-    from absl import logging
-
     if FLAGS["verbosity"].present:
         return
-    handler = logging.get_absl_handler()
+    handler = absl_logging.get_absl_handler()
     if _own_or_warning not in handler.filters:
         handler.addFilter(_own_or_warning)
 
@@ -82,13 +83,24 @@ def _import_tensorflow_quietly():
                 del sys.modules[name]
 
 
+# TensorFlow is imported here, before any project module that uses it, with its start-up noise hidden.
+_import_tensorflow_quietly()
+
+import gc  # noqa: E402
+
+import gin  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from gin import config  # noqa: E402
+
+from supcon import workdir as wd  # noqa: E402
+from supcon.experiment import bindings, grid, worker  # noqa: E402
+from supcon.train import describe, distribute  # noqa: E402
+from supcon.train import run as train  # noqa: E402  (registers the root and, through it, every component)
+
+
 def _register():
     """Imports every module that registers gin configurables, plus the runner-only namespaces."""
-    import gin
-
-    from supcon import train  # noqa: F401  (registers the root and, through it, every component)
-
-    if "grid" not in _registered:
+    if "grid" not in _registered:  # gin keeps registrations across clear_config
 
         @gin.configurable("grid")
         def _grid(axes=None, points=None, runs_of=None, reuse_from=None):
@@ -120,16 +132,11 @@ def one_line(error: BaseException) -> str:
 def parse(gin_files: list[str], gin_params: list[str]) -> None:
     """Parses gin files and bindings strictly (unknown configurables or parameters are errors).
 
-    First the runner's checks on the text (`supcon.grid.load_recipe`: the first file is the recipe, later ones
+    First the runner's checks on the text (`supcon.experiment.grid.load_recipe`: the first file is the recipe, later ones
     are overlays such as a point's bindings and smoke.gin, then the bindings): so a run started by hand fails on a
     non-UTF-8 file, an include cycle, a bad grid or report setting or a binding nothing reads just as the runner
     does. Then gin's own parse, whose unknown-name errors get the nearest registered name.
     """
-    import gin
-    from gin import config
-
-    from supcon import bindings, grid
-
     gin.clear_config()
     for path in gin_files:
         if not os.path.isfile(path):
@@ -137,13 +144,11 @@ def parse(gin_files: list[str], gin_params: list[str]) -> None:
     if gin_files:  # the runner's checks on the text: encoding, includes, grid, bindings nothing reads
         grid.load_recipe(gin_files[0], overlays=gin_files[1:], gin_params=gin_params)
     # Includes resolve from the given files' folders, then recipes/, then the working directory (as
-    # supcon.recipe reads them); set afresh per parse, as a served process parses many recipes.
+    # supcon.experiment.recipe reads them); set afresh per parse, as a served process parses many recipes.
     folders = [os.path.dirname(os.path.abspath(path)) for path in gin_files] + [RECIPES_DIR, ""]
     config._LOCATION_PREFIXES[:] = list(dict.fromkeys(folders))
-    from absl import logging
-
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries before it finds the file
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.FATAL)  # gin logs every include path it tries before it finds the file
     try:
         gin.parse_config_files_and_bindings(
             [os.path.abspath(path) for path in gin_files], gin_params, skip_unknown=False
@@ -151,7 +156,7 @@ def parse(gin_files: list[str], gin_params: list[str]) -> None:
     except ValueError as e:
         raise bindings.with_registry_hint(e) from None
     finally:
-        logging.set_verbosity(verbosity)
+        absl_logging.set_verbosity(verbosity)
     missing = unfilled_required()
     if missing:
         raise ValueError(f"unfilled %gin.REQUIRED: {', '.join(missing)}")
@@ -159,8 +164,6 @@ def parse(gin_files: list[str], gin_params: list[str]) -> None:
 
 def unfilled_required() -> list[str]:
     """Bindings whose value is (a macro chain ending in) %gin.REQUIRED."""
-    from gin import config
-
     macros = {scope: v.get("value") for (scope, sel), v in config._CONFIG.items() if sel == "gin.macro"}
     missing = []
     for (scope, selector), params in config._CONFIG.items():
@@ -183,9 +186,6 @@ def method_scope() -> str | None:
     Protocols bind the root per method (`supcon/train_and_evaluate.stages = ...`), so one recipe can hold
     several methods and a grid point picks one by setting METHOD.
     """
-    import gin
-    from gin import config
-
     try:
         method = gin.query_parameter("%METHOD")
     except ValueError:
@@ -202,10 +202,6 @@ def method_scope() -> str | None:
 
 def call_root(workdir: str, validate_only: bool = False):
     """Calls the gin root inside the method scope."""
-    import gin
-
-    from supcon import train
-
     with gin.config_scope(method_scope()):
         if validate_only:
             return train.validate_config()
@@ -228,9 +224,27 @@ def validate_points(spec_path: str) -> list[dict]:
     return results
 
 
-def validate(spec_path: str) -> int:
-    """Validates a spec file; prints one JSON line per point; 0 iff every point is valid."""
-    results = validate_points(spec_path)
+def describe_points(spec_path: str) -> list[dict]:
+    """{"name", "error", "settings"} per point of a spec file (as `--validate` reads it): `--describe`, for `runner.py --show_config`."""
+    with open(spec_path) as f:
+        points = json.load(f)
+    results = []
+    for point in points:
+        found, error = None, None
+        try:
+            parse(point.get("gin_files", []), point.get("gin_params", []))
+            with gin.config_scope(method_scope()):
+                found = describe.settings(train.validate_config())
+        except Exception as e:  # noqa: BLE001 - every error becomes the point's one-line message
+            error = one_line(e)
+        results.append({"name": point.get("name"), "error": error, "settings": found})
+    return results
+
+
+def validate(spec_path: str, check=validate_points) -> int:
+    """Validates (or, with `check=describe_points`, describes) a spec file's points; prints one JSON line per
+    point; 0 iff every point is valid."""
+    results = check(spec_path)
     for result in results:
         print(json.dumps(result), flush=True)
     return 1 if any(r["error"] for r in results) else 0
@@ -244,8 +258,6 @@ def _set_threads():
     global _threads_set
     threads = os.environ.get("SUPCON_THREADS")
     if threads and not _threads_set:
-        import tensorflow as tf
-
         n = max(1, int(threads))
         tf.config.threading.set_intra_op_parallelism_threads(n)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, n))
@@ -253,8 +265,6 @@ def _set_threads():
 
 
 def _query_root(name, default):
-    import gin
-
     try:
         return gin.query_parameter(f"train_and_evaluate.{name}")
     except ValueError:
@@ -263,10 +273,6 @@ def _query_root(name, default):
 
 def _configure_devices():
     """Makes the logical CPU devices a 'mirrored' topology asks for when there is no GPU."""
-    import tensorflow as tf
-
-    from supcon import distribute
-
     if _query_root("topology", "one_device") == "mirrored" and not tf.config.list_physical_devices("GPU"):
         distribute.configure_logical_cpus(_query_root("num_devices", None) or 1)
 
@@ -296,8 +302,6 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
     RESTART, without touching the run directory, when the point needs logical devices TF can no longer make
     here or a one-point topology.
     """
-    from supcon import workdir as wd
-
     try:
         parse(gin_files, gin_params)
         if served and _needs_fresh_process():
@@ -305,8 +309,6 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
         os.makedirs(workdir, exist_ok=True)
         _set_threads()
         _configure_devices()
-        import gin
-
         # Mode 'eval' (e.g. scoring a finished run on corrupted test sets) keeps the training's config.gin.
         config = wd.EVAL_CONFIG if _query_root("mode", "train_then_eval") == "eval" else wd.CONFIG
         wd.write_text_atomic(os.path.join(workdir, config), gin.config_str())
@@ -322,13 +324,7 @@ def run_one(workdir: str, gin_files: list[str], gin_params: list[str], served: i
 
 
 def serve(reply_fd: int) -> int:
-    """Answers the runner's validate/train requests in this one process (supcon.worker)."""
-    import gc
-
-    import tensorflow as tf
-
-    from supcon import worker
-
+    """Answers the runner's validate/train requests in this one process (supcon.experiment.worker)."""
     _set_threads()  # before any op: TF fixes its thread pools when it starts
     # The ~400k objects of the imported modules live as long as the process: keep them out of every later
     # garbage collection (Keras' clear_session after each point collects; 0.38 s -> 0.015 s measured).
@@ -364,7 +360,6 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_third_party_logs()
-    _import_tensorflow_quietly()
     _register()
     if FLAGS.serve:
         if FLAGS.reply_fd is None:
@@ -372,6 +367,8 @@ def main(argv):
         return serve(FLAGS.reply_fd)
     if FLAGS.validate:
         return validate(FLAGS.validate)
+    if FLAGS.describe:
+        return validate(FLAGS.describe, describe_points)
     if not FLAGS.workdir:
         raise app.UsageError("--workdir is required (or --validate SPEC.json)")
     if not FLAGS.gin_file:

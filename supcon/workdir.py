@@ -9,7 +9,7 @@ Layout of one run directory::
     point.json            the grid point: recipe, id, slug, bindings (written by the runner), and the settings it
                           trains with: "training_settings" {binding: gin text} (every final binding of its
                           configuration it may read but grid.*, report.* and the evaluation-only ones, sorted;
-                          supcon.bindings.training_settings) and their "training_settings_hash"; a run dir whose
+                          supcon.experiment.bindings.training_settings) and their "training_settings_hash"; a run dir whose
                           recorded settings differ from its recipe's is not used (absent: written before they were
                           recorded, used as it is)
     config.gin            the gin config as parsed (files + bindings)
@@ -36,15 +36,17 @@ Layout of one run directory::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import time
+import tokenize
 from collections.abc import Iterator
 from typing import Any
 
-from supcon import corruption_spec
+from gin import config_parser  # the parser only: reading config.gin configures nothing
 
 POINT = "point.json"
 CONFIG = "config.gin"
@@ -72,21 +74,42 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 
+# Scores on corrupted test sets (supcon.robust): result.json keys corruption/<name>/<severity>/{top1,ece}, the
+# per-severity means corruption/severity_<s>/{top1,ece} and corruption/mean/top1. The names are the 15 ImageNet-C
+# corruptions in the paper's order (noise, blur, weather, digital); supcon.robust.tables holds their parameters.
+CORRUPTION_NAMES = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)  # fmt: skip
+SEVERITIES = (1, 2, 3, 4, 5)
+CORRUPTION_PREFIX = "corruption/"
+MEAN_TOP1 = "corruption/mean/top1"
+
+
+def cell_key(name: str, severity: int, metric: str) -> str:
+    """'corruption/<name>/<severity>/<metric>', metric 'top1' or 'ece'."""
+    return f"{CORRUPTION_PREFIX}{name}/{int(severity)}/{metric}"
+
+
+def severity_key(severity: int, metric: str) -> str:
+    """'corruption/severity_<s>/<metric>': the mean over the corruptions scored at that severity."""
+    return f"{CORRUPTION_PREFIX}severity_{int(severity)}/{metric}"
+
+
 # Keys of result.json that every finished run carries.
 RESULT_KEYS = ("eval/top1", "eval/top5", "step", "train_seconds", "images_per_second")
-# Every key a finished run may write to result.json (supcon.train._finish: supcon.evaluate's eval/*, the k-NN
+# Every key a finished run may write to result.json (supcon.train.run._finish: supcon.train.evaluate's eval/*, the k-NN
 # probe's knn/top1 when knn_k > 0, then the run's totals, and the corruption summaries when
 # train_and_evaluate.corruptions is set): the metrics report.metrics, the claims and the paper numbers may name.
-# The per-set keys corruption/<name>/<severity>/{top1,ece} are CORRUPTION_CELL_METRICS (supcon.corruption_spec).
+# The per-set keys corruption/<name>/<severity>/{top1,ece} are CORRUPTION_CELL_METRICS.
 RESULT_METRICS = (
     "eval/top1", "eval/top5", "eval/loss", "eval/ece", "eval/examples", "knn/top1",
     "step", "train_seconds", "images_per_second", "train_examples", "replicas",
-    corruption_spec.MEAN_TOP1,
-    *(corruption_spec.severity_key(s, m) for s in corruption_spec.SEVERITIES for m in ("top1", "ece")),
+    MEAN_TOP1,
+    *(severity_key(s, m) for s in SEVERITIES for m in ("top1", "ece")),
 )  # fmt: skip
 CORRUPTION_CELL_METRICS = tuple(
-    corruption_spec.cell_key(n, s, m)
-    for n in corruption_spec.NAMES for s in corruption_spec.SEVERITIES for m in ("top1", "ece")
+    cell_key(n, s, m) for n in CORRUPTION_NAMES for s in SEVERITIES for m in ("top1", "ece")
 )  # fmt: skip
 
 
@@ -266,3 +289,80 @@ def point_status(run_dir: str) -> str:
     if (os.path.isdir(ckpt) and os.listdir(ckpt)) or os.path.exists(os.path.join(run_dir, STATUS)):
         return "partial"  # started (a status.json, even an unreadable one, or a checkpoint)
     return "new"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A point's training settings as point.json records them: {binding: gin text}; equal texts train alike.
+
+
+def settings_hash(texts: dict[str, str]) -> str:
+    """8 hex digits of a settings mapping (`settings_text`), for people and quick comparisons."""
+    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def settings_differences(mine: dict[str, str], theirs: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """The keys whose gin text differs between two settings mappings, in order of appearance (`mine`'s keys first):
+    (key, mine's text or None, theirs or None); a key in one mapping only is a difference."""
+    return [
+        (key, mine.get(key), theirs.get(key))
+        for key in dict.fromkeys([*mine, *theirs])
+        if mine.get(key) != theirs.get(key)
+    ]  # fmt: skip
+
+
+def describe_differences(found: list[tuple[str, str | None, str | None]], labels: tuple[str, str],
+                         limit: int = 3) -> str:
+    """'PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now), train_and_evaluate.max_examples = 5000 vs 20000': the first
+    `limit` differences (`settings_differences`), the first one with its `labels`, then how many more."""
+    parts = []
+    for i, (key, mine, theirs) in enumerate(found[:limit]):
+        a, b = mine if mine is not None else "not bound", theirs if theirs is not None else "not bound"
+        parts.append(f"{key} = {a} ({labels[0]}) vs {b} ({labels[1]})" if i == 0 else f"{key} = {a} vs {b}")
+    more = len(found) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def run_settings_mismatch(recorded: dict, current: dict[str, str]) -> str:
+    """'' when a run's recorded settings (its point.json `training_settings`) equal the current ones, else the first
+    differences in the current settings' order: 'PRETRAIN_EPOCHS = 20 (run) vs 50 (recipe now), ...'."""
+    found = [(key, theirs, mine) for key, mine, theirs in settings_differences(current, recorded)]
+    return describe_differences(found, ("run", "recipe now")) if found else ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config.gin as data
+
+
+class _GinTextDelegate(config_parser.ParserDelegate):
+    """Keeps references and macros as text ('@name', '@name()', '%name'): nothing is looked up or called."""
+
+    def configurable_reference(self, scoped_configurable_name, evaluate):
+        return "@" + scoped_configurable_name + ("()" if evaluate else "")
+
+    def macro(self, macro_name):
+        return "%" + macro_name
+
+
+def read_gin_bindings(path: str) -> dict[tuple[str, str], Any]:
+    """{(scope, 'selector.arg'): value} and {('', MACRO): value} of a config.gin, macros resolved."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        statements = list(config_parser.ConfigParser(text, _GinTextDelegate()))
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise ValueError(f"{path}: cannot parse: {e}") from None
+    raw, macros = {}, {}
+    for st in statements:
+        if getattr(st, "arg_name", None):
+            raw[(st.scope or "", f"{st.selector}.{st.arg_name}")] = st.value
+        elif hasattr(st, "selector") and not st.scope:
+            macros[st.selector] = st.value
+
+    def resolve(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str) and value.startswith("%") and value[1:] in macros and depth < 20:
+            return resolve(macros[value[1:]], depth + 1)
+        return value
+
+    out = {key: resolve(value) for key, value in raw.items()}
+    out.update({("", name): resolve(value) for name, value in macros.items()})
+    return out

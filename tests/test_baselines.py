@@ -1,4 +1,4 @@
-"""Tests for supcon.baselines: the trainer's data order and evaluation resize rebuilt without TensorFlow (checked
+"""Tests for supcon.report.baselines: the trainer's data order and evaluation resize rebuilt without TensorFlow (checked
 against TF here), the digits numbers, the run settings read from config.gin, and the report's baselines section."""
 
 import os
@@ -8,7 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import baselines, claims, report, report_baselines, report_claims, report_data, workdir
+from supcon import workdir
+from supcon.report import baselines, claims
+from supcon.report import baselines_section as report_baselines
+from supcon.report import build as report
+from supcon.report import claims_section as report_claims
+from supcon.report import data as report_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = baselines.Setting("digits", "train", "test", 1437, "identity", None, 32)
@@ -193,7 +198,7 @@ def test_unavailable_data_is_reported_with_the_reason(tmp_path, monkeypatch):
 
 def test_baselines_import_no_tensorflow():
     code = (
-        "import sys; from supcon import baselines, report; "
+        "import sys; from supcon.report import baselines, build; "
         "b = baselines.compute(baselines.Setting('digits', 'train', 'test', 100, 'identity', (4, 4), 0)); "
         "assert b.reason == '' and b.image_shape == (4, 4, 1), b; "
         "assert 'tensorflow' not in sys.modules, 'tf imported'"

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from supcon import distribute, losses, losses_blockwise
-from supcon.losses import contrastive_loss
-from supcon.losses_blockwise import block_rows, blockwise_contrastive_loss
+from supcon.model import losses, losses_blockwise
+from supcon.model.losses import contrastive_loss
+from supcon.model.losses_blockwise import block_rows, blockwise_contrastive_loss
+from supcon.train import distribute
 
 RTOL = 1e-5  # the bar: same values and gradients to 1e-5 relative
 
@@ -229,8 +230,8 @@ def test_no_import_cycle_between_the_two_paths():
     import sys
 
     code = (
-        "import sys, supcon.losses_blockwise; assert 'supcon.losses' not in sys.modules, 'losses imported'; "
-        "import supcon.losses as l, supcon.loss_inputs as i; assert l.prepare_inputs is i.prepare_inputs"
+        "import sys, supcon.model.losses_blockwise; assert 'supcon.model.losses' not in sys.modules, 'losses imported'; "
+        "import supcon.model.losses as l, supcon.model.loss_inputs as i; assert l.prepare_inputs is i.prepare_inputs"
     )
     root = __file__.rsplit("/tests/", 1)[0]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""Tests for supcon.claims: the claims file, the statistics (checked against scipy and hand values), every
+"""Tests for supcon.report.claims: the claims file, the statistics (checked against scipy and hand values), every
 verdict of every kind of claim on synthetic run directories, the summary line, and report.claims errors."""
 
 import json
@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from supcon import claims, claims_stats, grid, report, report_claims, report_data, workdir
+from supcon import workdir
+from supcon.experiment import grid
+from supcon.report import build as report
+from supcon.report import claims, claims_stats
+from supcon.report import claims_section as report_claims
+from supcon.report import data as report_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,8 +10,8 @@ import scipy.ndimage
 import tensorflow as tf
 from PIL import Image
 
-from supcon import corruption_ops as ops
-from supcon import corruptions
+from supcon.robust import corrupt as corruptions
+from supcon.robust import ops
 
 NAMES = list(corruptions.CORRUPTIONS)
 SHAPES = [

@@ -1,4 +1,4 @@
-"""Tests for supcon.grid: reading recipes, expanding grids, point ids, slugs, --shard and --only."""
+"""Tests for supcon.experiment.grid: reading recipes, expanding grids, point ids, slugs, --shard and --only."""
 
 import glob
 import os
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from supcon import grid
+from supcon.experiment import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
@@ -94,7 +94,7 @@ def test_include_resolves_from_recipes_dir(tmp_path):
 def test_ids_are_stable_across_processes_and_dict_order(tmp_path):
     ids = [p.id for p in grid.expand(grid.load_recipe(fixture("axes.gin")))]
     code = (
-        "from supcon import grid;"
+        "from supcon.experiment import grid;"
         f"print(' '.join(p.id for p in grid.expand(grid.load_recipe({fixture('axes.gin')!r}))))"
     )
     out = subprocess.run(
@@ -450,14 +450,14 @@ def test_only_compares_values_not_text():
 
 
 def test_grid_imports_no_tensorflow():
-    code = "import sys, supcon.grid; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, supcon.experiment.grid; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_checking_report_claims_stays_light():
     """The runner loads recipes: checking report.claims imports neither TensorFlow, scipy nor pandas."""
     code = (
-        "import sys, supcon.grid; r = supcon.grid.load_recipe('recipes/fmnist_table2.gin'); "
+        "import sys, supcon.experiment.grid; r = supcon.experiment.grid.load_recipe('recipes/fmnist_table2.gin'); "
         "assert r.report['claims']; heavy = {'tensorflow', 'scipy', 'pandas'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

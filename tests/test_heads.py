@@ -1,9 +1,9 @@
-"""Tests for supcon.heads: projection/classification heads and ContrastiveModel outputs and gradients."""
+"""Tests for supcon.model.heads: projection/classification heads and ContrastiveModel outputs and gradients."""
 
 import numpy as np
 import pytest
 
-from supcon.heads import ContrastiveModel, classification_head, projection_head
+from supcon.model.heads import ContrastiveModel, classification_head, projection_head
 
 
 def _encoder(features=16):
@@ -157,7 +157,7 @@ def test_cross_entropy_model_without_projection_head(tf_two_cpus):
 
 
 def test_build_from_shape_with_resnet_in_tf_function(tf_two_cpus):
-    from supcon.resnet import resnet
+    from supcon.model.resnet import resnet
 
     tf = tf_two_cpus
     model = ContrastiveModel(

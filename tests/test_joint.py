@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from supcon import grid
 from supcon import workdir as wd
+from supcon.experiment import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOINT = os.path.join(ROOT, "tests", "fixtures", "train", "digits_joint.gin")
@@ -17,7 +17,7 @@ ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def test_the_joint_protocol_binds_only_what_it_uses():
-    recipe = grid.load_recipe(JOINT)  # the unused-binding checks (supcon.bindings) pass
+    recipe = grid.load_recipe(JOINT)  # the unused-binding checks (supcon.experiment.bindings) pass
     scopes = {b.scope for b in recipe.bindings if b.scope}
     assert scopes == {"supcon", "supcon_joint", "joint"}, scopes
     assert not [f for f in recipe.files if "two_stage" in f or f.endswith("protocols/supcon.gin")], recipe.files

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from supcon import distribute
-from supcon.losses import contrastive, contrastive_loss, cross_entropy_loss
+from supcon.model.losses import contrastive, contrastive_loss, cross_entropy_loss
+from supcon.train import distribute
 
 LOG3 = math.log(3.0)
 

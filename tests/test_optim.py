@@ -1,11 +1,11 @@
-"""Tests for supcon.optim: schedules, TF1-semantics optimizers, LARS (also under MirroredStrategy), weight decay."""
+"""Tests for supcon.model.optim: schedules, TF1-semantics optimizers, LARS (also under MirroredStrategy), weight decay."""
 
 import math
 
 import numpy as np
 import pytest
 
-from supcon import optim
+from supcon.model import optim
 
 
 def _lr(schedule, step):
@@ -296,8 +296,8 @@ def test_weight_decay_loss_value_and_exclusions(tf_two_cpus):
 
 
 def test_batch_norm_variables_match_name_rule(tf_two_cpus):
-    from supcon.heads import ContrastiveModel, classification_head, projection_head
-    from supcon.resnet import resnet
+    from supcon.model.heads import ContrastiveModel, classification_head, projection_head
+    from supcon.model.resnet import resnet
 
     model = ContrastiveModel(
         resnet(18, 0.0625, 3, 1, False),
@@ -341,7 +341,7 @@ def test_lars_excludes_batch_norm_by_default(tf_two_cpus):
 def test_gin_names_resolve(tf_two_cpus):
     import gin
 
-    from supcon import heads, resnet  # noqa: F401  (registers @resnet, @projection_head, ...)
+    from supcon.model import heads, optim, resnet  # noqa: F401  register @resnet, @projection_head, @sgd, ...
 
     @gin.configurable("optim_test_holder")
     def holder(factories=gin.REQUIRED):

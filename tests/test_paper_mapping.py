@@ -12,8 +12,11 @@ import os
 
 import pytest
 
-from supcon import grid, report_spec, report_tables, workdir
-from supcon.report_data import choose_layout, load_runs, table_metrics
+from supcon import workdir
+from supcon.experiment import grid
+from supcon.report import spec as report_spec
+from supcon.report import tables as report_tables
+from supcon.report.data import choose_layout, load_runs, table_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(
@@ -73,6 +76,9 @@ EXPECTED = {
         for b, value in zip(("autoaugment", "randaugment", "simclr_augment", "stacked_randaugment"), values, strict=True)
     },
     "ablation_memory": {("0", ""): None, ("2048", ""): None, ("8192", ""): 79.1, ("16384", ""): None},
+    "fmnist_fig4d": {
+        ("0.05", ""): None, ("0.07", ""): None, ("0.1", ""): _SUPCON_R50, ("0.2", ""): None, ("0.5", ""): None,
+    },
     "ablation_temperature": {
         ("0.05", ""): None, ("0.07", ""): None, ("0.1", ""): _SUPCON_R50, ("0.2", ""): None, ("0.5", ""): None,
     },
@@ -146,7 +152,7 @@ def paper_cells(table: str, metric: str) -> dict[tuple[str, str], str]:
 
 
 def report_table(runs_dir: str) -> str:
-    """The results table exactly as `supcon.report.build_report` computes it."""
+    """The results table exactly as `supcon.report.build.build_report` computes it."""
     runs = load_runs(runs_dir)
     spec = report_spec.spec_of_runs(runs)
     rows, columns, extra = choose_layout(runs, spec)

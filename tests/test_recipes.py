@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from supcon import grid
+from supcon.experiment import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(

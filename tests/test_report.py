@@ -13,7 +13,13 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import report, report_data, report_header, report_plots, report_tables, workdir
+from supcon import workdir
+from supcon.experiment import reporting
+from supcon.report import build as report
+from supcon.report import data as report_data
+from supcon.report import header as report_header
+from supcon.report import plots as report_plots
+from supcon.report import tables as report_tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "report", "table2_demo.md")
@@ -321,18 +327,18 @@ def test_invalid_spec_names_the_binding(tmp_path, spec, message):
 
 def test_cli_errors_write_nothing(tmp_path, capsys):
     out = tmp_path / "reports" / "x"
-    assert report.main([str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert reporting.main([str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "is not a directory" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert report.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert reporting.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
     assert "holds no run directory" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
 
 
 def test_cli_module_runs_without_tensorflow(demo_runs, tmp_path):
     code = (
-        "import sys, supcon.report; assert 'tensorflow' not in sys.modules, 'tf imported'; "
-        f"sys.exit(supcon.report.main([{demo_runs!r}, '--out', {str(tmp_path / 'o')!r}, '--no_plots']))"
+        "import sys, supcon.experiment.reporting; assert 'tensorflow' not in sys.modules, 'tf imported'; "
+        f"sys.exit(supcon.experiment.reporting.main([{demo_runs!r}, '--out', {str(tmp_path / 'o')!r}, '--no_plots']))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -533,6 +539,6 @@ def read_json(path):
 def test_report_cli_write_errors_are_one_line(demo_runs, tmp_path, capsys):
     target = tmp_path / "a_file"
     target.write_text("")
-    assert report.main([demo_runs, "--out", str(target), "--no_plots"]) == 2
+    assert reporting.main([demo_runs, "--out", str(target), "--no_plots"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot write the report to") and err.count("\n") == 1

@@ -3,8 +3,10 @@
 import pytest
 from test_report import make_run
 
-from supcon import report, report_convergence, report_spec
-from supcon.report_data import Run
+from supcon.report import build as report
+from supcon.report import convergence as report_convergence
+from supcon.report import spec as report_spec
+from supcon.report.data import Run
 
 
 def run(epochs, top1, method="supcon", state="done", seed=0):

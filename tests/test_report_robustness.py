@@ -9,19 +9,17 @@ import re
 import numpy as np
 import pytest
 
-from supcon import (
-    claims,
-    grid,
-    report,
-    report_data,
-    report_metrics,
-    report_robust_data,
-    report_robust_plots,
-    report_spec,
-    robustness,
-    workdir,
-)
-from supcon.report_metrics import corruption_key, severity_key
+from supcon import workdir
+from supcon.experiment import grid
+from supcon.report import build as report
+from supcon.report import claims
+from supcon.report import data as report_data
+from supcon.report import metrics as report_metrics
+from supcon.report import robust_data as report_robust_data
+from supcon.report import robust_plots as report_robust_plots
+from supcon.report import spec as report_spec
+from supcon.report.metrics import corruption_key, severity_key
+from supcon.robust import metrics as robustness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROBUST_CE = {"baseline": {"METHOD": "cross_entropy"}}

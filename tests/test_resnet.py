@@ -1,10 +1,10 @@
-"""Tests for supcon.resnet: shapes, parameter counts, initialisation, padding, validation, SyncBN."""
+"""Tests for supcon.model.resnet: shapes, parameter counts, initialisation, padding, validation, SyncBN."""
 
 import numpy as np
 import pytest
 
-from supcon import resnet as resnet_lib
-from supcon.resnet import resnet
+from supcon.model import resnet as resnet_lib
+from supcon.model.resnet import resnet
 
 
 def _bn_layers(model):

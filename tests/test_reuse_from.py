@@ -17,8 +17,9 @@ from test_runs_of import (  # the runner-subprocess helpers shared with grid.run
     tree,
 )
 
-from supcon import grid, reuse, workdir
-from supcon.claim import Claim
+from supcon import workdir
+from supcon.experiment import grid, reuse
+from supcon.experiment.claim import Claim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")

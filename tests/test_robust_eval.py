@@ -11,8 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from supcon import corruption_spec, grid
 from supcon import workdir as wd
+from supcon.experiment import grid, scoring
+from supcon.robust import spec as corruption_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
@@ -55,7 +56,7 @@ def test_selection_keys_and_summaries():
     names, severities = corruption_spec.selection("all", [5, 1, 1])
     assert names == corruption_spec.NAMES and len(names) == 15 and severities == (1, 5)
     assert corruption_spec.selection(["fog", "gaussian_noise"], (3,))[0] == ("gaussian_noise", "fog")  # paper order
-    from supcon import corruptions
+    from supcon.robust import corrupt as corruptions
 
     assert tuple(corruptions.CORRUPTIONS) == corruption_spec.NAMES
     keys = corruption_spec.metric_keys(("gaussian_noise", "fog"), (1, 3))
@@ -88,16 +89,16 @@ def test_recipe_text_gives_the_request_and_keeps_point_ids(tmp_path):
         SEED = 0
     """))
     plain = grid.load_recipe(str(recipe))
-    assert corruption_spec.requested(plain, {"SEED": 0}) == ((), ())
+    assert scoring.requested(plain, {"SEED": 0}) == ((), ())
     params = ["supcon/train_and_evaluate.corruptions = ['fog']", "train_and_evaluate.corruptions = 'all'",
               "SEVERITIES = (2, 4)", "train_and_evaluate.corruption_severities = %SEVERITIES"]
     asked = grid.load_recipe(str(recipe), gin_params=params)
     # The scoped binding applies in the point's METHOD scope and wins over the unscoped one, as in gin.
-    assert corruption_spec.requested(asked, {"SEED": 1}) == (("fog",), (2, 4))
+    assert scoring.requested(asked, {"SEED": 1}) == (("fog",), (2, 4))
     assert [p.id for p in grid.expand(asked)] == [p.id for p in grid.expand(plain)]
     bad = grid.load_recipe(str(recipe), gin_params=["train_and_evaluate.corruptions = ['fgo']"])
     with pytest.raises(ValueError, match="train_and_evaluate.corruptions: unknown corruption 'fgo'"):
-        corruption_spec.requested(bad, {"SEED": 0})
+        scoring.requested(bad, {"SEED": 0})
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def _source(n=12, size=10):
 
 
 def _sets(source, limit=None, cache=None):
-    from supcon import robust_eval
+    from supcon.robust import evaluation as robust_eval
 
     return robust_eval.SyntheticSets(source, "test", lambda x: x, limit, (10, 10, 1), "toy", cache)
 
@@ -148,7 +149,7 @@ def test_corrupted_images_depend_on_the_example_not_the_batch_and_the_cache_hold
 
 
 def test_tfds_sets_naming_and_source_choice(monkeypatch):
-    from supcon import robust_eval
+    from supcon.robust import evaluation as robust_eval
 
     assert robust_eval.tfds_config("cifar10", "gaussian_noise", 3) == "cifar10_corrupted/gaussian_noise_3"
     assert robust_eval.tfds_config("cifar10", "glass_blur", 2) == "cifar10_corrupted/frosted_glass_blur_2"
@@ -175,7 +176,7 @@ def test_tfds_sets_naming_and_source_choice(monkeypatch):
 def test_tfds_sets_are_read_at_the_model_size(monkeypatch):
     import tensorflow_datasets as tfds
 
-    from supcon import robust_eval
+    from supcon.robust import evaluation as robust_eval
 
     with tfds.testing.mock_data(num_examples=6, policy=tfds.testing.MockPolicy.USE_CODE):
         monkeypatch.setattr(robust_eval.data, "prepared_builder", lambda name, data_dir: tfds.builder(name))
@@ -186,7 +187,7 @@ def test_tfds_sets_are_read_at_the_model_size(monkeypatch):
 
 
 def test_calibration_entry_writes_nan_as_null(tmp_path):
-    from supcon import robust_eval
+    from supcon.robust import evaluation as robust_eval
 
     logits = np.array([[4.0, 0.0], [0.0, 4.0], [3.0, 0.0]])
     entry = robust_eval.clean_calibration(logits, np.array([0, 0, 0]))
@@ -214,7 +215,7 @@ def test_bad_corruption_name_fails_before_training(tmp_path):
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """A tiny finished run without corruption metrics, then scored twice in eval mode (served process)."""
-    from supcon.worker import Worker
+    from supcon.experiment.worker import Worker
 
     tmp = tmp_path_factory.mktemp("robust")
     server = Worker("supcon.main", ENV, str(tmp / "startup.log"))

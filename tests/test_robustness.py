@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import robustness
+from supcon.robust import metrics as robustness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -158,5 +158,5 @@ def test_mce_rejects_mismatched_tables():
 
 
 def test_robustness_imports_no_tensorflow():
-    code = "import sys, supcon.robustness; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, supcon.robust.metrics; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from supcon import bindings, grid, workdir
+from supcon import workdir
+from supcon.experiment import bindings, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")

@@ -1,4 +1,4 @@
-"""`runner.py --dry_run --show_config` (supcon.show_config): every official script's recipe runs the script's
+"""`runner.py --dry_run --show_config` (supcon.experiment.show_config): every official script's recipe runs the script's
 operative settings (shared/reference/seed.md §1.9), read from what the trainer would actually receive.
 
 OFFICIAL below is the seed's table written out, one entry per script: peak LR = base x batch / 256; MOMENTUM is
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from supcon import grid
+from supcon.experiment import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -192,7 +192,7 @@ def same(a, b):
 
 
 def describe(tmp_path, entries):
-    """Runs `python -m supcon.show_config` (as the runner does) on [(name, recipe, gin_params)]."""
+    """Runs `python -m supcon.main --describe` (as the runner does) on [(name, recipe, gin_params)]."""
     spec = []
     for name, stem, params in entries:
         recipe = os.path.join(ROOT, "recipes", f"{stem}.gin")
@@ -201,7 +201,7 @@ def describe(tmp_path, entries):
         bindings.write_text(point.gin_text())
         spec.append({"name": name, "gin_files": [recipe, str(bindings)], "gin_params": params})
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([sys.executable, "-m", "supcon.show_config", str(tmp_path / "spec.json")],
+    proc = subprocess.run([sys.executable, "-m", "supcon.main", "--describe", str(tmp_path / "spec.json")],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)  # fmt: skip
     results = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert len(results) == len(spec), proc.stderr[-3000:]

@@ -96,8 +96,8 @@ def test_sigkill_then_rerun_gives_identical_metrics(finished_run, tmp_path):
 
 
 def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished_run, tmp_path):
-    """The runner's long-lived trainer (supcon.worker): no state leaks from one point into the next."""
-    from supcon.worker import Worker
+    """The runner's long-lived trainer (supcon.experiment.worker): no state leaks from one point into the next."""
+    from supcon.experiment.worker import Worker
 
     server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
     try:
@@ -171,7 +171,8 @@ def test_registered_default_is_resolved_through_gin():
     import gin
     import tensorflow as tf
 
-    from supcon import augment, train
+    from supcon import augment
+    from supcon.train import run as train
 
     with gin.unlock_config():
         gin.bind_parameter("eval_preprocess.image_size", 5)
@@ -184,7 +185,7 @@ def test_registered_default_is_resolved_through_gin():
 
 
 def test_mixed_precision_auto_follows_the_hardware():
-    from supcon import train
+    from supcon.train import run as train
 
     assert train.bfloat16_is_fast({"avx2", "avx512_bf16"}) is True
     assert train.bfloat16_is_fast({"avx2", "amx_bf16", "amx_tile"}) is True
@@ -214,7 +215,7 @@ def test_steps_per_execution_does_not_change_the_run(finished_run, tmp_path):
 
 
 def test_an_execution_never_crosses_a_log_checkpoint_stage_or_nan_boundary():
-    from supcon import train
+    from supcon.train import run as train
 
     def chunk(step, end, spe=20, log=50, save=40, nan=-1):
         cfg = {"steps_per_execution": spe, "log_every_steps": log, "checkpoint_every_steps": save,
@@ -324,7 +325,7 @@ def test_multi_worker_mirrored_with_two_local_workers(tmp_path):
 
 
 def test_memory_queue_keeps_the_last_entries_fifo_with_their_labels():
-    from supcon import steps
+    from supcon.train import steps
 
     queue = steps.MemoryQueue(5, 2)
     features, labels = queue.contents()
@@ -381,7 +382,7 @@ def test_memory_queue_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_pat
     """Resume restores the queue with the step, the optimizer and the data position: the resumed run's losses,
     queue and metrics are the uninterrupted run's (one served process trains both; a killed one-shot run
     starts meanwhile)."""
-    from supcon.worker import Worker
+    from supcon.experiment.worker import Worker
 
     server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
     try:
@@ -446,7 +447,7 @@ def test_continuous_eval_follows_a_trainer_and_finishes_after_the_final_checkpoi
 
 def test_knn_top1_on_a_hand_made_embedding():
     """Cosine k-NN with votes weighted exp(cos / 0.07): values worked out by hand."""
-    from supcon import evaluate
+    from supcon.train import evaluate
 
     train = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])  # unit vectors
     train_labels = np.array([0, 1, 1, 2])
@@ -479,7 +480,7 @@ def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys):
 
     import tensorflow as tf
 
-    from supcon import train
+    from supcon.train import run as train
 
     run = types.SimpleNamespace(dir=str(tmp_path), total_steps=1000,
                                 optimizers=[types.SimpleNamespace(learning_rate=tf.constant(0.1))])

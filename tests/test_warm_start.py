@@ -1,4 +1,4 @@
-"""Warm start (`supcon.warm_start`): a head-only run on the encoder of another run, end to end on the digits.
+"""Warm start (`supcon.train.warm_start`): a head-only run on the encoder of another run, end to end on the digits.
 
 A tiny SupCon run is the source; a head-only run (protocols/head_only.gin, as the official head-only script)
 restores its encoder and trains only the classifier. Each run is a `python -m supcon.main` subprocess.
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from supcon import warm_start
 from supcon import workdir as wd
+from supcon.train import warm_start
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")

@@ -1,0 +1,188 @@
+"""`grid.reuse_from`: copying another recipe's finished run of exactly a point's training (no TensorFlow).
+
+A recipe that binds `grid.reuse_from = ['other', ...]` lets the runner copy, for each of its points that has no
+run yet, a finished run dir of those recipes (`<runs_dir>/<other>/`, with --smoke `<runs_dir>/smoke/<other>/`)
+that trained exactly the point's settings, instead of training it again. A source qualifies (`source_problem`)
+when it is finished (status.json `done`, a readable result.json; `supcon.workdir.run_problem` finds nothing for its
+own recorded id), recorded the settings it trained with (point.json's `training_settings`, equal to the point's
+as a dict of gin texts: a run dir written before they were recorded is never copied) and trained with the same
+--gin_params (the runner's comparison, passed in as `same_params`).
+
+The copy (`copy_run`) is made in a temporary sibling of the point's run dir (`.<slug>.copy-*/run`), gets this
+recipe's point.json (with `copied_from`) and is then renamed into place: readers see no run dir or the whole copy,
+never half of one. The runner imports this module: no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+
+from supcon import workdir
+from supcon.experiment.bindings import settings_hash
+from supcon.experiment.claim import HOST, Claim
+
+COPY = "copy"  # the status of a point the runner will copy (--dry_run)
+COPIED = "copied"  # the outcome of a point the runner copied
+COPIED_FROM = "copied_from"  # point.json: the run dir a copied run came from
+NEW = "new"  # workdir.point_status of a run dir where nothing was trained
+
+
+class CopyError(Exception):
+    """A copy that failed; the message is one line. Nothing was left behind."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A finished run dir of another recipe that may be copied, with the settings it trained with."""
+
+    run_dir: str
+    settings: dict[str, str]
+
+
+def folders(runs_dir: str, stems: list[str], smoke: bool) -> list[str]:
+    """The run folders of the recipes `stems` names: `<runs_dir>/<stem>` (--smoke: `<runs_dir>/smoke/<stem>`)."""
+    return [os.path.abspath(os.path.join(runs_dir, "smoke", s) if smoke else os.path.join(runs_dir, s)) for s in stems]
+
+
+def source_problem(run_dir: str, smoke: bool, same_params: Callable[[list], bool]) -> str:
+    """Why a run dir cannot be copied, or '' when it can (see the module docstring).
+
+    Args:
+      run_dir: the candidate run directory.
+      smoke: whether the copy is for a --smoke run (the source must be one too).
+      same_params: whether a point.json's `gin_params` train like the runner's --gin_params.
+    """
+    point, why = workdir.read_object(os.path.join(run_dir, workdir.POINT))
+    if why or point is None:
+        return why or f"no {workdir.POINT}"
+    if not isinstance(point.get("id"), str):
+        return f"{workdir.POINT} has no id"
+    problem = workdir.run_problem(run_dir, point["id"])
+    if problem:
+        return problem
+    status = workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}
+    if workdir.point_status(run_dir) != workdir.DONE or status.get("state") != workdir.DONE:
+        return f"not finished (status {status.get('state') or workdir.point_status(run_dir)})"
+    if workdir.recorded_settings(point) is None:
+        return "trained before settings were recorded"
+    if bool(point.get("smoke")) != smoke:
+        return "a --smoke run" if point.get("smoke") else "not a --smoke run"
+    if not same_params(list(point.get("gin_params") or [])):
+        return f"trained with --gin_param {point.get('gin_params')}"
+    return ""
+
+
+def sources(run_folders: list[str], smoke: bool, same_params: Callable[[list], bool]) -> dict[str, list[Source]]:
+    """The run dirs of `run_folders` that may be copied (`source_problem`), by their settings' hash, in order:
+    folder by folder, run dirs by name."""
+    found: dict[str, list[Source]] = {}
+    for folder in run_folders:
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            run_dir = os.path.join(folder, name)
+            if name.startswith(".") or not os.path.isdir(run_dir) or source_problem(run_dir, smoke, same_params):
+                continue
+            settings = workdir.recorded_settings(workdir.read_json(os.path.join(run_dir, workdir.POINT)))
+            found.setdefault(settings_hash(settings), []).append(Source(run_dir, settings))
+    return found
+
+
+def match(found: dict[str, list[Source]], settings: dict[str, str]) -> str | None:
+    """The first source whose recorded settings equal `settings` (as dicts, not only their hash), or None."""
+    for source in found.get(settings_hash(settings), []):
+        if source.settings == settings:
+            return source.run_dir
+    return None
+
+
+def copy_run(source: str, target: str, record: Callable[[dict], dict], check: Callable[[str], str],
+             claim_timeout: float) -> bool:
+    """Copies the run dir `source` to `target` atomically, with point.json `record(source's point.json)`.
+
+    The copy goes to a temporary sibling of `target` and is renamed into place. A `target` that exists holds an
+    untrained point (status 'new'): it is replaced under its claim.
+
+    Args:
+      source: the run dir to copy.
+      target: the point's run dir; it must not exist or hold nothing trained.
+      record: the copy's point.json, given the source's.
+      check: why the copy cannot be used ('' when it can), run on the copy (still the source's files) before its
+        point.json is rewritten.
+      claim_timeout: seconds after which another runner's claim on `target` is stale.
+
+    Returns:
+      True when the copy is in place; False when another runner got there first (`target` holds its run).
+
+    Raises:
+      CopyError: copying failed (one line); the temporary copy is removed.
+    """
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.copy-", dir=parent)
+    except OSError as e:
+        raise CopyError(f"cannot create a temporary copy in {parent}: {e.strerror or e}") from None
+    try:
+        copy = os.path.join(tmp, "run")
+        shutil.copytree(source, copy, symlinks=True)
+        problem = check(copy)
+        if problem:
+            raise CopyError(f"the source no longer qualifies: {problem} (changed meanwhile?)")
+        _make_own(copy, record)
+        return _place(copy, target, tmp, claim_timeout)
+    except OSError as e:
+        raise CopyError(_one_line(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_own(copy: str, record: Callable[[dict], dict]) -> None:
+    """Drops the copied claim, rewrites point.json with `record(the source's point.json)`, adds a line to log.txt."""
+    for name in (workdir.CLAIM, workdir.CLAIM + ".lock"):
+        if os.path.lexists(os.path.join(copy, name)):
+            os.remove(os.path.join(copy, name))
+    new = record(workdir.read_json(os.path.join(copy, workdir.POINT), {}) or {})
+    workdir.write_json_atomic(os.path.join(copy, workdir.POINT), new)
+    with open(os.path.join(copy, workdir.LOG), "a") as log:
+        log.write(
+            f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime()}: copied from {new[COPIED_FROM]} as "
+            f"point {new.get('id')} of {new.get('recipe')} (grid.reuse_from); not trained again\n"
+        )
+
+
+def _place(copy: str, target: str, tmp: str, claim_timeout: float) -> bool:
+    """Renames `copy` to `target`; an existing untrained `target` is first moved into `tmp` under its claim."""
+    if os.path.isdir(target):
+        claim = Claim(target, claim_timeout)
+        if not claim.acquire():
+            return False
+        try:
+            if workdir.point_status(target) != NEW:
+                return False
+            os.rename(target, os.path.join(tmp, "replaced"))  # its claim goes with it
+        finally:
+            claim.release()
+    try:
+        os.rename(copy, target)  # atomic; replaces at most an empty directory
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False  # another runner made the run dir meanwhile
+        raise
+    return True
+
+
+def _one_line(error: OSError) -> str:
+    """The error in one line of at most 300 characters; shutil.copytree's list of errors as its first one."""
+    errors = error.args[0] if isinstance(error, shutil.Error) and error.args else None
+    if isinstance(errors, list) and errors and isinstance(errors[0], tuple) and len(errors[0]) == 3:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        text = " ".join(f"{errors[0][2]}{more}".split())
+    else:
+        text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,158 @@
+"""The Claims section of a report: one summary line, then each claim's statistic, test, n, p and verdict.
+
+The claims and their statistics are `supcon.report.claims`; this module only writes them as markdown, with each
+verdict's rows that fall below the CPU-scale bar when pixel baselines were computed (`report_baselines`). No
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from supcon.report import claims
+from supcon.report.baselines_section import BAR_PP, METRIC, below_bar
+from supcon.report.data import MISSING, Run
+from supcon.report.tables import format_paper, is_fraction, markdown_table
+
+CLAIMS_LEGEND = (
+    "Ours is the statistic with its 95% confidence interval. For a claim that row A is above (or below) row "
+    "B: the difference of means A − B, paired t over seeds when both rows finished the same SEED values, else "
+    "Welch's t (lowest / highest: against the other value of the axis with the lowest / highest mean). For a "
+    "rise along a swept value: Spearman's ρ over all finished runs with Fisher's z interval (along SEVERITY, "
+    "the corruption severity, each run counts once per severity, 0 = clean). For a lower spread: the "
+    "Brown-Forsythe test on the per-setting means, as the difference of mean absolute deviations from the "
+    "median (the sample standard deviations beside it). p is two-sided. **reproduced**: the interval excludes "
+    "0 on the paper's side; **contradicted**: it excludes 0 on the other side; inconclusive: otherwise, or too "
+    "few runs. One test per claim and setting, without correction for multiple comparisons. Accuracy "
+    "differences are in percentage points (pp); ECE is a fraction; mCE and relative mCE are x 100 (the "
+    "baseline scores 100). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
+)
+
+BAR_LEGEND = (
+    f"In the verdict column, *below the bar* names a compared row whose mean {METRIC} over finished runs is less than {BAR_PP:g} "
+    "points above raw-pixel logistic regression (the CPU-scale bar), with its points above pixels (for a rise "
+    "along a swept value only its highest finished value is judged, short training being low by design; along "
+    "SEVERITY the clean runs): such a verdict measures the training budget, not the method."
+)
+Below = Sequence[tuple[str, float]]  # (row, points above pixel logistic regression)
+
+
+def format_p(p: float | None) -> str:
+    """A p value: three decimals, or scientific below 0.001."""
+    if p is None:
+        return MISSING
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def _paper(claim: claims.Claim) -> str:
+    numbers = ""
+    if claim.paper_a is not None and claim.paper_b is not None:
+        numbers = f"{format_paper(claim.paper_a)} vs {format_paper(claim.paper_b)}"
+    elif claim.paper_values:
+        numbers = claim.paper_values
+    if numbers and claim.paper_setting:
+        return f"{numbers} — {claim.paper_setting}"
+    return numbers or claim.paper_setting or MISSING
+
+
+def format_estimate(verdict: claims.Verdict) -> str:
+    """`METHOD=supcon − METHOD=cross_entropy: +1.20 pp [+0.40, +2.00]`, or `ρ = +0.83 [+0.41, +0.96]`."""
+    est = verdict.estimate
+    if est is None:
+        return MISSING
+    if verdict.claim.kind == "increasing":
+        return f"ρ = {est.value:+.2f} [{est.low:+.2f}, {est.high:+.2f}]"
+    fraction = is_fraction(verdict.claim.metric)
+    unit = " pp" if fraction else ""
+    ece = verdict.claim.metric.endswith("ece")  # a fraction shown as one, as the paper prints it
+
+    def num(x: float, sign: str = "+") -> str:
+        if ece:
+            return f"{x:{sign}.4f}"
+        return f"{100 * x:{sign}.2f}" if fraction else f"{x:{sign}.4g}"
+
+    text = f"{num(est.value)}{unit} [{num(est.low)}, {num(est.high)}]"
+    if est.spreads:
+        text += f" (std {num(est.spreads[0], '')} vs {num(est.spreads[1], '')}{unit})"
+    return f"{verdict.compared}: {text}" if verdict.compared else text
+
+
+def _verdict_cell(verdict: claims.Verdict, below: Below = ()) -> str:
+    if verdict.verdict == claims.INCONCLUSIVE:
+        cell = f"inconclusive: {verdict.reason}" if verdict.reason else "inconclusive"
+    else:
+        cell = f"**{verdict.verdict}**"
+    if below:
+        cell += "; below the bar: " + ", ".join(f"{row} ({over:+.2f} over pixels)" for row, over in below)
+    return cell
+
+
+def bar_summary(below: list[Below]) -> str:
+    """'1 of 3 rests on rows below the CPU-scale bar (...): it measures ...', or '' when none does."""
+    count = sum(bool(b) for b in below)
+    if not count:
+        return ""
+    rests, it = ("rests", "it measures") if count == 1 else ("rest", "they measure")
+    return (
+        f"{count} of {len(below)} {rests} on rows below the CPU-scale bar (raw-pixel logistic regression + "
+        f"{BAR_PP:g} points): {it} the training budget, not the method."
+    )
+
+
+def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None = None) -> list[list[str]]:
+    """The table's cells, one row per verdict; `below[i]`: the rows verdict i rests on that are below the bar."""
+    rows = []
+    for v, under in zip(verdicts, below or [()] * len(verdicts), strict=True):
+        est = v.estimate
+        claim = f"{v.claim.statement} (`{v.claim.id}`)" + (f"; {v.where}" if v.where else "")
+        test = MISSING if est is None else est.test + (f" ({est.note})" if est.note else "")
+        rows.append(
+            [
+                claim,
+                v.claim.source,
+                _paper(v.claim),
+                format_estimate(v),
+                test,
+                MISSING if est is None else est.n,
+                format_p(None if est is None else est.p),
+                _verdict_cell(v, under),
+            ]
+        )
+    return rows
+
+
+def claims_section(
+    runs: list[Run],
+    spec: dict,
+    within: list[str],
+    extra: list[str] = (),
+    real_data: bool = False,
+    pixel_top1: float | None = None,
+) -> list[str]:
+    """`## Claims`: the summary line, the verdicts table and the legend; when no claim is named, a line saying so
+    with `extra` (empty when there is neither).
+
+    Args:
+      runs: every run (unfinished ones count as planned).
+      spec: the report spec; `spec['claims']` are the claim ids.
+      within: the report's row and column macros: a claim is tested within each setting of those it does not
+        name, so that it never pools different datasets or architectures.
+      extra: lines to add under the summary (e.g. the comparison with raw pixels).
+      real_data: the report compares its runs with raw-pixel baselines (a real dataset).
+      pixel_top1: raw-pixel logistic regression's top-1 on the runs' one data setting, or None: each verdict
+        then names the rows it compares that are below the CPU-scale bar (`report_baselines.below_bar`).
+    """
+    if not spec.get("claims"):
+        if not (extra or real_data):
+            return []
+        # A report on real data says so too when it tests none of the paper's claims, beside the pixel comparison.
+        lines = ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", ""]
+        return lines + ([*extra, ""] if extra else ["Each row against raw pixels: Raw-pixel baselines below.", ""])
+    verdicts = claims.evaluate_claims(spec["claims"], runs, within)
+    below = None if pixel_top1 is None else [below_bar(v, pixel_top1) for v in verdicts]
+    summary = " ".join(filter(None, [claims.summary(verdicts), bar_summary(below or [])]))
+    header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
+    lines = ["## Claims", "", f"**{summary}**", ""]
+    lines += list(extra) + ([""] if extra else [])
+    legend = CLAIMS_LEGEND + ("" if below is None else " " + BAR_LEGEND)
+    return lines + [markdown_table(header, claims_rows(verdicts, below)), "", legend, ""]

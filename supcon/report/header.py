@@ -1,0 +1,198 @@
+"""The header of a report: title, recipe comments, the scale of the runs, code version, wall time.
+
+So that nobody mistakes a CPU digits run for a CIFAR-10 result, every report opens with one plain sentence
+on the scale (dataset, image size, encoder, epochs, batch, hardware, from `env.json`), the git SHA(s), the
+package versions, the count of points done/failed/missing and the training wall time. No TensorFlow.
+"""
+
+from __future__ import annotations
+
+from supcon import workdir
+from supcon.report.data import MISSING, SKIPPED, Run, value_label
+from supcon.report.tables import format_paper, markdown_table, paper_label
+
+DATASET_NAMES = {
+    "fashion_mnist": "Fashion-MNIST",
+    "mnist": "MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "imagenet2012": "ImageNet",
+    "digits": "scikit-learn digits",
+}
+PAPER_DATASETS = ("cifar10", "cifar100", "imagenet2012")
+SCALE_FIELDS = (
+    ("dataset", "dataset"),
+    ("train_examples", "train examples"),
+    ("image_shape", "image shape"),
+    ("encoder", "encoder"),
+    ("pretrain_epochs", "pretrain epochs"),
+    ("linear_epochs", "linear epochs"),
+    ("global_batch_size", "global batch size"),
+    ("hardware", "hardware"),
+)
+
+
+def format_seconds(seconds: float) -> str:
+    """`45 s`, `12 min 05 s` or `3 h 02 min`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def _scale_value(key: str, value: object) -> str:
+    if key == "image_shape" and isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return value_label(value)
+
+
+def scale_values(runs: list[Run]) -> dict[str, list[str]]:
+    """Each env.json scale field (plus strategy) -> its distinct values over the runs, sorted."""
+    out: dict[str, set] = {}
+    for run in runs:
+        scale = run.env.get("scale") or {}
+        for key, _ in SCALE_FIELDS:
+            if key in scale:
+                out.setdefault(key, set()).add(_scale_value(key, scale[key]))
+        if "strategy" in run.env:
+            out.setdefault("strategy", set()).add(
+                f"{run.env['strategy']} ({run.env.get('replicas', '?')} replicas)"
+            )
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def scale_sentence(scale: dict[str, list[str]]) -> str:
+    """One plain sentence saying what scale these runs are, so no one mistakes them for the paper's."""
+    if not scale:
+        return "**Scale unknown:** no run has written env.json yet."
+
+    def get(key: str) -> str:
+        return " / ".join(scale.get(key, ["?"]))
+
+    datasets = scale.get("dataset", [])
+    names = " / ".join(DATASET_NAMES.get(d, d) for d in datasets) or "?"
+    shape = get("image_shape").replace("x", "×")
+    kind = "CPU runs" if "cpu" in get("hardware").lower() else "Runs"
+    sentence = (
+        f"**Scale:** {kind} on {names} ({get('train_examples')} training examples, {shape}) with "
+        f"{get('encoder')}, {get('pretrain_epochs')} pretraining + {get('linear_epochs')} linear "
+        f"epochs at global batch {get('global_batch_size')}, on {get('hardware')}."
+    )
+    paper_like = datasets and all(d in PAPER_DATASETS for d in datasets) and "50" in get("encoder")
+    if not paper_like:
+        sentence += (
+            " This is a small-scale stand-in, not a CIFAR-10/100 or ImageNet result with "
+            "ResNet-50: compare orderings and gaps with the paper, not absolute numbers."
+        )
+    return sentence
+
+
+def provenance(runs: list[Run]) -> list[str]:
+    """Lines on points done/failed/missing, train wall time, git SHAs and package versions."""
+    count = {s: sum(r.state == s for r in runs) for s in (workdir.DONE, workdir.FAILED, SKIPPED)}
+    planned = len(runs) - sum(r.state == SKIPPED and not r.values for r in runs)  # foreign dirs: not planned
+    missing = planned - count[workdir.DONE] - count[workdir.FAILED]
+    seconds = [r.metric("train_seconds") or 0.0 for r in runs if r.state == workdir.DONE]
+    skipped = (
+        f" {count[SKIPPED]} run director{'y' if count[SKIPPED] == 1 else 'ies'} skipped (unreadable, or "
+        "another recipe's or version's; listed below)."
+        if count[SKIPPED] else ""
+    )
+    lines = [
+        f"- **Points:** {planned} planned: {count[workdir.DONE]} done, "
+        f"{count[workdir.FAILED]} failed, {missing} missing or unfinished.{skipped}"
+    ]
+    if seconds:
+        lines.append(
+            f"- **Train wall time:** {format_seconds(sum(seconds))} in total over the finished "
+            f"points (longest {format_seconds(max(seconds))})."
+        )
+    shas: dict[str, int] = {}
+    for run in runs:
+        if run.env.get("git_sha"):
+            sha = f"`{str(run.env['git_sha'])[:12]}`" + (
+                " (dirty)" if run.env.get("git_dirty") else ""
+            )
+            shas[sha] = shas.get(sha, 0) + 1
+    code = ", ".join(f"{s} ({n} runs)" if len(shas) > 1 else s for s, n in sorted(shas.items()))
+    lines.append(f"- **Code:** git {code or MISSING}.")
+    versions: dict[str, set] = {}
+    for run in runs:
+        for name, version in (run.env.get("versions") or {}).items():
+            versions.setdefault(name, set()).add(str(version))
+    text = ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in sorted(versions.items()))
+    lines.append(f"- **Versions:** {text or MISSING}.")
+    return lines
+
+
+def recipe_line(line: str) -> str:
+    """`# Reproduces: Table 2` -> `- **Reproduces:** Table 2` (a bullet, so lines do not merge)."""
+    text = line.lstrip("#").strip()
+    key, sep, rest = text.partition(":")
+    if sep and key.replace(" ", "").isalpha() and len(key) <= 20:
+        return f"- **{key}:** {rest.strip()}"
+    return f"- {text}"
+
+
+def header(runs: list[Run], spec: dict, command: str | None = None) -> list[str]:
+    """Title, the command that wrote the report, the recipe's comment header, the scale sentence and table, and
+    the provenance lines.
+
+    `command`: the command that wrote it (the runner's, with --smoke, --runs_dir and --report_dir as they
+    were; or the reporter's own); default `python -m supcon.report runs/<stem> --out reports/<stem>`.
+    """
+    stem = spec["stem"]
+    command = command or f"python -m supcon.report runs/{stem} --out reports/{stem}"
+    lines = [
+        f"# {spec['title'] or 'Report: ' + stem}",
+        "",
+        f"Generated by `{command}` from the run directories alone; do not edit by hand.",
+        "",
+    ]
+    recipe = [recipe_line(line) for line in spec["header"] if line.lstrip("#").strip()]
+    lines += recipe + ([""] if recipe else [])
+    if any(r.point.get("smoke") for r in runs):
+        lines += [
+            "**Smoke runs** (the smoke overlay: a few steps each, to test the pipeline): the "
+            "numbers below mean nothing.",
+            "",
+        ]
+    scale = scale_values(runs)
+    lines += [scale_sentence(scale), ""]
+    if scale:
+        names = dict(SCALE_FIELDS, strategy="strategy")
+        lines += [
+            markdown_table(
+                ["scale", "value"], [[names[k], " / ".join(v)] for k, v in scale.items()]
+            ),
+            "",
+        ]
+    return lines + provenance(runs) + [""]
+
+
+def paper_note(quoted: list[dict], scale: dict[str, list[str]]) -> list[str]:
+    """The sources of the quoted paper numbers, and a plain warning when they are another experiment."""
+    if not quoted:
+        return []
+    columns = ", ".join(sorted({e["column"] for e in quoted}))
+    models = ", ".join(sorted({e["model"] for e in quoted}))
+    datasets = scale.get("dataset", [])
+    ours = " / ".join(DATASET_NAMES.get(d, d) for d in datasets) or "?"
+    encoder = " / ".join(scale.get("encoder", ["?"]))
+    same = {paper_label(e["column"]) for e in quoted} <= {paper_label(d) for d in datasets}
+    if same:
+        note = (
+            f"The paper columns quote its {columns} results with {models}; these runs use the same "
+            f"dataset with {encoder} at the scale above."
+        )
+    else:
+        note = (
+            f"**The paper's numbers come from a different experiment:** its {columns} results with "
+            f"{models}, while these runs are {ours} with {encoder}. Δ measures the distance from "
+            "the paper's setting, not whether the reproduction failed; compare the ordering of the "
+            "rows and the gaps between them."
+        )
+    lines = [note, "", "Paper numbers quoted (supcon/paper_numbers.csv):"]
+    return lines + [f"- {e['source']}: {format_paper(e['value'])}" for e in quoted] + [""]
