@@ -109,14 +109,15 @@ def build_recipe_run(files: list[str], params: list[str], workdir: str, source=N
 
     from supcon import main as supcon_main
     from supcon import data
-    from supcon.train import run as train
+    from supcon.train import root
+    from supcon.train import run as trainer
 
     check_onednn()
     supcon_main._register()
     supcon_main.parse(files, params)
     if source is not None:
         data.load_source = lambda name, data_dir=None: source
-    built, original = [], train.Run
+    built, original = [], trainer.Run
 
     class _Built(Exception):
         pass
@@ -125,15 +126,15 @@ def build_recipe_run(files: list[str], params: list[str], workdir: str, source=N
         built.append(original(*args))
         raise _Built
 
-    train.Run = capture
+    trainer.Run = capture
     try:
         with gin.config_scope(supcon_main.method_scope()):
-            train.train_and_evaluate(workdir=workdir, mode="train")
+            root.train_and_evaluate(workdir=workdir, mode="train")
     except Exception:  # noqa: BLE001 - gin re-raises _Built as a proxy type
         if not built:
             raise
     finally:
-        train.Run = original
+        trainer.Run = original
     return built[0]
 
 

@@ -94,8 +94,7 @@ from gin import config  # noqa: E402
 
 from supcon import workdir as wd  # noqa: E402
 from supcon.experiment import bindings, grid, worker  # noqa: E402
-from supcon.train import describe, distribute  # noqa: E402
-from supcon.train import run as train  # noqa: E402  (registers the root and, through it, every component)
+from supcon.train import describe, distribute, root  # noqa: E402  (root registers the gin root and every component)
 
 
 def _register():
@@ -204,8 +203,8 @@ def call_root(workdir: str, validate_only: bool = False):
     """Calls the gin root inside the method scope."""
     with gin.config_scope(method_scope()):
         if validate_only:
-            return train.validate_config()
-        return train.train_and_evaluate(workdir=workdir)
+            return root.validate_config()
+        return root.train_and_evaluate(workdir=workdir)
 
 
 def validate_points(spec_path: str) -> list[dict]:
@@ -234,7 +233,7 @@ def describe_points(spec_path: str) -> list[dict]:
         try:
             parse(point.get("gin_files", []), point.get("gin_params", []))
             with gin.config_scope(method_scope()):
-                found = describe.settings(train.validate_config())
+                found = describe.settings(root.validate_config())
         except Exception as e:  # noqa: BLE001 - every error becomes the point's one-line message
             error = one_line(e)
         results.append({"name": point.get("name"), "error": error, "settings": found})

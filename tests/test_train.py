@@ -172,20 +172,20 @@ def test_registered_default_is_resolved_through_gin():
     import tensorflow as tf
 
     from supcon import augment
-    from supcon.train import run as train
+    from supcon.train import config as run_config
 
     with gin.unlock_config():
         gin.bind_parameter("eval_preprocess.image_size", 5)
     try:
-        assert train.configured(augment.eval_preprocess)(tf.zeros([8, 8, 1])).shape == (5, 5, 1)
+        assert run_config.configured(augment.eval_preprocess)(tf.zeros([8, 8, 1])).shape == (5, 5, 1)
         plain = lambda image: image  # noqa: E731 - not registered with gin: returned as it is
-        assert train.configured(plain) is plain
+        assert run_config.configured(plain) is plain
     finally:
         gin.clear_config()
 
 
 def test_mixed_precision_auto_follows_the_hardware():
-    from supcon.train import run as train
+    from supcon.train import config as train  # bfloat16_is_fast, resolve_mixed_precision
 
     assert train.bfloat16_is_fast({"avx2", "avx512_bf16"}) is True
     assert train.bfloat16_is_fast({"avx2", "amx_bf16", "amx_tile"}) is True
@@ -215,12 +215,14 @@ def test_steps_per_execution_does_not_change_the_run(finished_run, tmp_path):
 
 
 def test_an_execution_never_crosses_a_log_checkpoint_stage_or_nan_boundary():
-    from supcon.train import run as train
+    import types
+
+    from supcon.train import run as trainer
 
     def chunk(step, end, spe=20, log=50, save=40, nan=-1):
-        cfg = {"steps_per_execution": spe, "log_every_steps": log, "checkpoint_every_steps": save,
-               "inject_nan_at_step": nan}
-        return train.Run._chunk(type("R", (), {"cfg": cfg})(), step, end)
+        config = types.SimpleNamespace(steps_per_execution=spe, log_every_steps=log, checkpoint_every_steps=save,
+                                       inject_nan_at_step=nan)
+        return trainer.Run._chunk(types.SimpleNamespace(config=config), step, end)
 
     assert chunk(0, 1000) == 20 and chunk(20, 1000) == 20  # up to steps_per_execution
     assert chunk(30, 1000) == 10  # stops at the checkpoint at 40
@@ -480,11 +482,11 @@ def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys):
 
     import tensorflow as tf
 
-    from supcon.train import run as train
+    from supcon.train import record
 
     run = types.SimpleNamespace(dir=str(tmp_path), total_steps=1000,
                                 optimizers=[types.SimpleNamespace(learning_rate=tf.constant(0.1))])
-    logger = train.Logger(run)
+    logger = record.Logger(run)
     planned = types.SimpleNamespace(batch_size=10, index=0, stage=types.SimpleNamespace(name="pretrain"))
     window = {"loss": [{"loss": 1.0}] * 20, "time": time.time() - 2.0, "steps": 20}  # 10 steps/s
     logger(planned, 520, window)

@@ -46,7 +46,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -360,9 +360,21 @@ def clean_calibration(logits: np.ndarray, labels: np.ndarray) -> dict:
     return diagram_json(robustness.softmax(logits), None, labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """The corruption settings a run asks for: the root's arguments of the same names, and the data they apply to."""
+
+    corruptions: str | Sequence[str] | None  # None, 'all' or corruption names (supcon.robust.spec)
+    corruption_severities: Sequence[int]  # of 1..5
+    corruption_source: str  # 'synthetic', 'tfds' or 'auto'
+    corruption_cache_dir: str | None  # 'auto', None (no cache) or a folder
+    dataset: str  # the run's dataset (after a fallback dataset was chosen)
+    data_dir: str | None
+
+
 @dataclasses.dataclass
 class Settings:
-    """What to score and where the sets come from (the root's corruption arguments, checked)."""
+    """What to score and where the sets come from (a `Request`, checked and resolved)."""
 
     names: tuple
     severities: tuple
@@ -370,25 +382,25 @@ class Settings:
     cache: str | None  # the synthetic sets' cache folder
 
 
-def check_settings(cfg: dict) -> None:
+def check_settings(request: Request) -> None:
     """Checks the root's corruption arguments without data (the runner validates every point this way, and a run
     checks them before it trains): one-line ValueErrors naming the binding."""
-    names, _ = corruption_spec.selection(cfg["corruptions"], cfg["corruption_severities"])
-    corruption_spec.check_source(cfg["corruption_source"])
-    if names and cfg["corruption_source"] == "tfds" and _base_name(cfg["dataset"]) not in TFDS_BUILDERS:
-        resolve_source("tfds", cfg["dataset"], names, (1,), cfg["data_dir"])  # raises its one-line error
-    cache = cfg["corruption_cache_dir"]
+    names, _ = corruption_spec.selection(request.corruptions, request.corruption_severities)
+    corruption_spec.check_source(request.corruption_source)
+    if names and request.corruption_source == "tfds" and _base_name(request.dataset) not in TFDS_BUILDERS:
+        resolve_source("tfds", request.dataset, names, (1,), request.data_dir)  # raises its one-line error
+    cache = request.corruption_cache_dir
     if cache is not None and (not isinstance(cache, str) or not cache):
         raise ValueError(f"train_and_evaluate.corruption_cache_dir must be 'auto', None or a folder; got {cache!r}")
 
 
-def settings(cfg: dict) -> Settings | None:
+def settings(request: Request) -> Settings | None:
     """The run's corruption settings (None when it scores none); resolves 'auto' source and cache."""
-    names, severities = corruption_spec.selection(cfg["corruptions"], cfg["corruption_severities"])
+    names, severities = corruption_spec.selection(request.corruptions, request.corruption_severities)
     if not names:
         return None
-    source = resolve_source(cfg["corruption_source"], cfg["dataset"], names, severities, cfg["data_dir"])
-    cache = cache_root(cfg["corruption_cache_dir"], cfg["data_dir"]) if source == "synthetic" else None
+    source = resolve_source(request.corruption_source, request.dataset, names, severities, request.data_dir)
+    cache = cache_root(request.corruption_cache_dir, request.data_dir) if source == "synthetic" else None
     return Settings(names, severities, source, cache)
 
 
@@ -402,36 +414,38 @@ def _score(predictor: Callable, dataset: tf.data.Dataset):
     return top1, ece, (probabilities.max(axis=1), probabilities.argmax(axis=1), labels)
 
 
-def evaluate_corruptions(predictor: Callable, source, cfg: dict, normalize: Callable,
-                         shape: tuple, log: Callable = print) -> tuple[dict, dict]:
+def evaluate_corruptions(predictor: Callable, source, request: Request, split: str, limit: int | None,
+                         batch_size: int, preprocess: Callable, normalize: Callable, shape: tuple,
+                         log: Callable = print) -> tuple[dict, dict]:
     """Scores every requested corruption x severity; returns (result.json metrics, calibration.json entries).
 
     Args:
       predictor: a callable dataset -> {'logits', 'label'} arrays (`supcon.train.evaluate.Predictor` with outputs ('logits', 'label').
       source: the run's data source (`supcon.data.Source`).
-      cfg: the run's settings (the root's arguments, after the fallback dataset was chosen).
+      request: the corruptions asked for, and the run's dataset and data_dir.
+      split, limit, batch_size: the eval split, its first `limit` examples (None: all) and the global eval batch.
+      preprocess: the run's eval_preprocess (the synthetic sets corrupt its output).
       normalize: the run's model-input normalization.
       shape: (H, W, C) of the model input.
       log: where progress lines go.
     """
-    chosen = settings(cfg)
+    chosen = settings(request)
     if chosen is None:
         return {}, {}
-    start, split, limit, batch = time.time(), cfg["eval_split"], cfg["eval_max_examples"], cfg["eval_batch_size"]
+    start = time.time()
     synthetic = None
     if chosen.source == "synthetic":
-        synthetic = SyntheticSets(source, split, cfg["eval_preprocess"], limit, tuple(shape), cfg["dataset"],
-                                  chosen.cache)
+        synthetic = SyntheticSets(source, split, preprocess, limit, tuple(shape), request.dataset, chosen.cache)
     cells, pooled = {}, {s: [] for s in chosen.severities}
     for name in chosen.names:
         for severity in chosen.severities:
             tic = time.time()
             if synthetic is not None:
-                ds = synthetic.dataset(name, severity, batch, normalize)
+                ds = synthetic.dataset(name, severity, batch_size, normalize)
             else:
-                ds = tfds_images(cfg["dataset"], name, severity, split, cfg["data_dir"], limit, tuple(shape))
+                ds = tfds_images(request.dataset, name, severity, split, request.data_dir, limit, tuple(shape))
                 ds = ds.map(lambda image, label: {"image": normalize(image), "label": label},
-                            num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch).prefetch(2)
+                            num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size).prefetch(2)
             top1, ece, parts = _score(predictor, ds)
             cells[(name, severity)] = {"top1": top1, "ece": ece}
             pooled[severity].append(parts)

@@ -1,6 +1,6 @@
 """What a grid point will run, described from the root's checked arguments: `runner.py --dry_run --show_config`.
 
-`settings(cfg)` runs in the trainer process (TensorFlow and the gin registry loaded), in the point's method scope:
+`settings(config)` runs in the trainer process (TensorFlow and the gin registry loaded), in the point's method scope:
 per stage the optimizer and its constants, base and peak learning rate (peak = base x global batch / 256),
 schedule, warmup, epochs, weight decay (coefficient, how it is applied, the parts it covers and what it excludes),
 augmenter and its options, views, loss weights, batch norm; and for the run: encoder, heads, loss options,
@@ -19,7 +19,7 @@ import gin
 from gin import config
 
 from supcon.model import optim
-from supcon.train import run as train
+from supcon.train import config as run_config
 from supcon.train import stages
 
 SKIPPED_ARGS = ("name", "learning_rate", "image", "seed", "num_classes")  # per call, not settings
@@ -81,17 +81,17 @@ def describe_callable(fn: Callable | None) -> dict | None:
     return {"name": name, **{k: plain(v) for k, v in options.items()}}
 
 
-def _weight_decay(p, cfg: dict, optimizer) -> dict:
+def _weight_decay(p, config: run_config.RunConfig, optimizer) -> dict:
     """Coefficient, where it is applied, the parts it covers and what it never covers (Run._parts_variables)."""
     s = p.stage
     # A part trains when a loss of this stage reaches it: the classifier through the cross-entropy, the projection
     # head through the contrastive loss, the encoder through either (the cross-entropy unless a stop-gradient).
     reaches_encoder = s.contrastive_weight > 0 or (
-        s.cross_entropy_weight > 0 and not cfg["stop_gradient_before_classification_head"])
+        s.cross_entropy_weight > 0 and not config.stop_gradient_before_classification_head)
     # (present, decayed: in the optimizer's variables and flagged, as Run._parts_variables, trained)
     parts = {
         "encoder": (True, s.train_encoder and s.decay_encoder, s.train_encoder and reaches_encoder),
-        "projection_head": (bool(cfg["projection_head"]), s.train_encoder and s.decay_projection_head,
+        "projection_head": (bool(config.projection_head), s.train_encoder and s.decay_projection_head,
                             s.train_encoder and s.contrastive_weight > 0),
         "classification_head": (True, s.decay_classification_head, s.cross_entropy_weight > 0),
     }
@@ -120,7 +120,7 @@ def _schedule(p) -> dict:
     return {"peak_learning_rate": schedule.peak_learning_rate, **found}
 
 
-def stage_settings(p, cfg: dict) -> dict:
+def stage_settings(p, config: run_config.RunConfig) -> dict:
     """One planned stage's effective settings."""
     s = p.stage
     optimizer = s.optimizer(learning_rate=0.1)  # as the trainer builds it (no variables until build)
@@ -135,7 +135,7 @@ def stage_settings(p, cfg: dict) -> dict:
         "base_learning_rate": s.base_learning_rate,
         "peak_learning_rate": schedule.pop("peak_learning_rate"),
         "schedule": schedule,
-        "weight_decay": _weight_decay(p, cfg, optimizer),
+        "weight_decay": _weight_decay(p, config, optimizer),
         "augmenter": describe_callable(s.augmenter) or {"name": "@identity_augment"},
         "num_views": s.num_views,
         "contrastive_weight": s.contrastive_weight,
@@ -146,17 +146,17 @@ def stage_settings(p, cfg: dict) -> dict:
     }
 
 
-def settings(cfg: dict) -> dict:
+def settings(config: run_config.RunConfig) -> dict:
     """Everything a point will run with, from the root's checked arguments (call in the method scope)."""
-    loss = cfg["contrastive_loss"]
-    run = {k: plain(cfg[k]) for k in ROOT_KEYS if k in cfg}
+    loss = config.contrastive_loss
+    run = {k: plain(getattr(config, k)) for k in ROOT_KEYS}
     run.update(
-        encoder=describe_callable(cfg["encoder"]),
-        projection_head=describe_callable(cfg["projection_head"]),
-        classification_head=describe_callable(train.configured(cfg["classification_head"])),
+        encoder=describe_callable(config.encoder),
+        projection_head=describe_callable(config.projection_head),
+        classification_head=describe_callable(run_config.configured(config.classification_head)),
         contrastive_loss=None if loss is None else plain(getattr(loss, "options", {"name": repr(loss)})),
-        normalize=describe_callable(train.configured(cfg["normalize"])),
-        eval_preprocess=describe_callable(train.configured(cfg["eval_preprocess"])),
+        normalize=describe_callable(run_config.configured(config.normalize)),
+        eval_preprocess=describe_callable(run_config.configured(config.eval_preprocess)),
     )
-    planned = stages.plan(list(cfg["stages"]), 1, cfg["batch_size"])
-    return {"run": run, "stages": [stage_settings(p, cfg) for p in planned]}
+    planned = stages.plan(list(config.stages), 1, config.batch_size)
+    return {"run": run, "stages": [stage_settings(p, config) for p in planned]}

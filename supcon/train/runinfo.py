@@ -43,7 +43,7 @@ def versions() -> dict:
 
 def _encoder_description(run) -> str:
     """E.g. 'ResNet-18 x0.125, CIFAR stem (0.18 M params), input 28x28x1'."""
-    enc, cfg = run.encoder, run.cfg
+    enc = run.encoder
     params = sum(int(np_prod(v.shape)) for v in enc.trainable_weights)
     name = type(enc).__name__
     if hasattr(enc, "depth"):
@@ -51,7 +51,7 @@ def _encoder_description(run) -> str:
         stem = "CIFAR stem" if getattr(enc, "cifar_stem", False) else "ImageNet stem"
         name = f"{kind}-{enc.depth} x{enc.width_multiplier:g}, {stem}"
     text = f"{name} ({params / 1e6:.2f} M params), input {'x'.join(map(str, run.input_shape))}"
-    return text + (", mixed bfloat16" if cfg["mixed_precision"] else "")
+    return text + (", mixed bfloat16" if run.mixed_precision else "")
 
 
 def np_prod(shape) -> int:
@@ -62,12 +62,11 @@ def np_prod(shape) -> int:
 
 
 def write_env(run, name: str = wd.ENV) -> None:
-    """Writes env.json (or `name`, e.g. eval_env.json for mode 'eval') for a `train.Run`."""
+    """Writes env.json (or `name`, e.g. eval_env.json for mode 'eval') for a `supcon.train.run.Run`."""
     sha, dirty = git_state()
     gpus = tf.config.list_physical_devices("GPU")
-    cfg = run.cfg
     scale = {
-        "dataset": cfg["dataset"],
+        "dataset": run.config.dataset,
         "train_examples": run.train_examples,
         "image_shape": list(run.source.image_shape),
         "encoder": _encoder_description(run),
@@ -75,7 +74,7 @@ def write_env(run, name: str = wd.ENV) -> None:
                                   "batch_size": p.batch_size} for p in run.plan},
         "pretrain_epochs": sum(p.stage.epochs for p in run.plan if p.stage.train_encoder),
         "linear_epochs": sum(p.stage.epochs for p in run.plan if not p.stage.train_encoder),
-        "global_batch_size": cfg["batch_size"],
+        "global_batch_size": run.config.batch_size,
         "hardware": f"{len(gpus)} GPU(s)" if gpus else f"{os.cpu_count()} CPU cores",
     }
     wd.write_json_atomic(
@@ -85,7 +84,7 @@ def write_env(run, name: str = wd.ENV) -> None:
             "platform": platform.platform(terse=True),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "strategy": type(run.strategy).__name__, "replicas": run.replicas, "scale": scale,
-            "mixed_precision": bool(cfg["mixed_precision"]),
+            "mixed_precision": bool(run.mixed_precision),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TF default"),
         },
     )

@@ -148,6 +148,8 @@ def plan(stages: list[Stage], train_examples: int, default_batch_size: int) -> l
     placed, start = [], 0
     for index, s in enumerate(stages):
         batch = s.batch_size or default_batch_size
+        if batch < 1:  # a stage's own batch_size is checked by stage()
+            raise ValueError(f"train_and_evaluate.batch_size must be >= 1; got {default_batch_size}")
         steps_per_epoch = train_examples / batch
         steps = max(1, round(s.epochs * steps_per_epoch))
         placed.append(PlannedStage(s, index, batch, steps_per_epoch, start, start + steps))
