@@ -1,4 +1,5 @@
-"""`python -m supcon.report`: the reporter's command line, with `--recipe` read and checked as the runner does.
+"""`python -m supcon.report`: the reporter's command line, with `--recipe` read and checked as the runner does; and
+the runner's report step, which runs that command after the points (`make_report`).
 
 The reporter itself (`supcon.report`) reads run directories and never the recipe language; this module reads the
 recipe (`supcon.experiment.grid`), turns its grid into the points and settings a report needs, and calls it.
@@ -9,10 +10,18 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 
+from supcon import workdir
 from supcon.experiment import grid
+from supcon.experiment.environment import child_env, secondary_worker, threads_per_job
+from supcon.experiment.options import REPORT_DIR, ROOT, RUNS_DIR, Options
+from supcon.experiment.plan import Plan
+from supcon.experiment.shown import command_path, count, rel
 from supcon.report import build, data
+
+REPORTER = os.path.join(ROOT, "supcon", "report", "build.py")
 
 
 def _shown_path(path: str) -> str:
@@ -85,4 +94,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write the report to {out}: {err.strerror or err}", file=sys.stderr)
         return 2
     print(path)
+    return 0
+
+
+def runner_command(plan: Plan, options: Options) -> str:
+    """The runner command a report names as its author: the recipe and the flags that decide which runs it
+    reads and where it goes (--smoke, --gin_param, --runs_dir, --report_dir)."""
+    parts = ["python", "runner.py", command_path(plan.recipe.path)]
+    parts += ["--smoke"] if options.smoke else []
+    parts += [arg for b in plan.gin_params for arg in ("--gin_param", b)]
+    dirs = (("runs_dir", options.runs_dir, RUNS_DIR), ("report_dir", options.report_dir, REPORT_DIR))
+    for name, value, default in dirs:
+        if value != default:
+            parts += [f"--{name}", command_path(value)]
+    return shlex.join(parts)
+
+
+def report_args(plan: Plan, shown=lambda path: path) -> list[str]:
+    """The reporter's arguments: the runs folder, the report folder and the recipe as the runner read it (its
+    overlays and --gin_params), whose grid selects the runs and whose report.* settings shape the report."""
+    args = [shown(plan.runs_root), "--out", shown(plan.report_out), "--recipe", shown(plan.recipe.path)]
+    args += [arg for f in plan.overlays for arg in ("--overlay", shown(f))]
+    return args + [arg for b in plan.gin_params for arg in ("--gin_param", b)]
+
+
+def make_report(plan: Plan, options: Options) -> int:
+    """Runs `python -m supcon.report` over the recipe's run directories when it makes sense (not with --noreport,
+    on a non-chief host, or while points of other shards are not done); returns 1 if the reporter failed."""
+    if not options.report or secondary_worker():
+        return 0
+    if not os.path.exists(REPORTER):
+        print("report: skipped (supcon/report/build.py is not available)")
+        return 0
+    waiting = [p for p in plan.grid_points if workdir.point_status(plan.run_dir(p)) != workdir.DONE]
+    if plan.sharded and waiting:
+        print(
+            f"report: skipped, {count(len(waiting), 'point')} of other shards {'is' if len(waiting) == 1 else 'are'} "
+            f"not done; when they are, run {shlex.join(['python', '-m', 'supcon.report', *report_args(plan, rel)])}"
+        )
+        return 0
+    cmd = [sys.executable, "-m", "supcon.report", *report_args(plan), "--command", runner_command(plan, options)]
+    code = subprocess.run(cmd, env=child_env(threads_per_job(1))).returncode
+    if code != 0:
+        print(f"report: failed (exit code {code}): {' '.join(cmd)}")
+        return 1
+    print(f"report: {rel(os.path.join(plan.report_out, 'README.md'))}")
     return 0

@@ -101,6 +101,28 @@ def match(found: dict[str, list[Source]], settings: dict[str, str]) -> str | Non
     return None
 
 
+def find_copies(run_folders: list[str], smoke: bool, same_params: Callable[[list], bool],
+                wanting: dict[str, dict[str, str]]) -> dict[str, str]:
+    """{point id: the run dir to copy} for the points of `wanting` ({id: the settings it trains with}) that a run dir
+    of `run_folders` finished with exactly those settings (`sources`, `match`)."""
+    found = sources(run_folders, smoke, same_params) if wanting else {}
+    copies = {pid: match(found, settings) for pid, settings in wanting.items()}
+    return {pid: source for pid, source in copies.items() if source}
+
+
+def copy_source(source: str, target: str, settings: dict[str, str], smoke: bool,
+                same_params: Callable[[list], bool], record: Callable[[dict], dict], claim_timeout: float) -> bool:
+    """`copy_run` of a source `find_copies` found for a point that trains with `settings`: the copy must still
+    qualify (`source_problem`) and have trained with exactly `settings`."""
+
+    def check(copy: str) -> str:
+        recorded = workdir.recorded_settings(workdir.read_json(os.path.join(copy, workdir.POINT)))
+        problem = source_problem(copy, smoke, same_params)
+        return problem or ("" if recorded == settings else "it was trained with other settings")
+
+    return copy_run(source, target, record, check, claim_timeout)
+
+
 def copy_run(source: str, target: str, record: Callable[[dict], dict], check: Callable[[str], str],
              claim_timeout: float) -> bool:
     """Copies the run dir `source` to `target` atomically, with point.json `record(source's point.json)`.

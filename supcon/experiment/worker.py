@@ -11,7 +11,7 @@ line from a pipe passed as `--reply_fd` (stdout and stderr stay free for logs):
                                                          -> {"code": int} (the exit code a one-shot run gives)
                                                             The same request scores a finished point without
                                                               training: the runner adds the gin_param
-                                                              "train_and_evaluate.mode = 'eval'" (runner.py,
+                                                              "train_and_evaluate.mode = 'eval'" (launch.py,
                                                               EVAL_MODE_PARAM), which the point's run obeys
                                                             {"code": ..., "retire": true}: the process exits
                                                               after this point (it cannot serve another one)

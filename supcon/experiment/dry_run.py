@@ -1,0 +1,70 @@
+"""What the runner says about a plan before anything runs (no TensorFlow): the grid's one-line description, and
+`--dry_run`'s list of the selected points with their run dirs, status and notes (it writes nothing)."""
+
+from __future__ import annotations
+
+import os
+
+from supcon import workdir
+from supcon.experiment import reuse
+from supcon.experiment.claim import Claim
+from supcon.experiment.plan import NEEDS_EVAL, UNUSABLE, Plan
+from supcon.experiment.shown import count, rel
+
+
+def describe_grid(plan: Plan) -> str:
+    """`recipes/x.gin: 6 points (points 2 x SEED 3)`, with how many are selected and whose runs it reads."""
+    recipe = plan.recipe
+    sizes = ([f"points {len(recipe.points)}"] if recipe.points else []) + [
+        f"{k} {len(v)}" for k, v in recipe.axes.items()
+    ]
+    shape = f" ({' x '.join(sizes)})" if sizes else ""
+    n = len(plan.grid_points)
+    text = f"{rel(recipe.path)}: {n} point{'' if n == 1 else 's'}{shape}"
+    if len(plan.points) != len(plan.grid_points):
+        text += f", {len(plan.points)} selected"
+    return text + _runs_of_note(plan)
+
+
+def _runs_of_note(plan: Plan) -> str:
+    """'; runs of recipes/other.gin in runs/other' for a recipe with grid.runs_of, else ''."""
+    if plan.runs_of is None:
+        return ""
+    return f"; runs of {rel(plan.runs_of.path)} in {rel(plan.runs_root)}"
+
+
+def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
+    """Prints every selected point with its run directory and status (as --eval_only would treat it, claims older
+    than `claim_timeout` seconds not shown as held); writes nothing; returns 0."""
+    print(describe_grid(plan))
+    counts: dict[str, int] = {}
+    for point in plan.points:
+        run_dir = plan.run_dir(point)
+        status = plan.status(point)
+        counts[status] = counts.get(status, 0) + 1
+        note = f"  {plan.unusable[point.slug]}" if status == UNUSABLE else ""
+        recorded = "  (settings not recorded)" if point.id in plan.unrecorded and status != UNUSABLE else ""
+        note += recorded
+        if status == reuse.COPY:
+            source = plan.copies[point.id]
+            lacking = plan.missing_metrics(point, source)
+            note += f"  <- {rel(source)}" + (
+                f"  (lacks {count(len(lacking), 'metric')}: then scored in eval mode)" if lacking else ""
+            )
+        if status == NEEDS_EVAL:
+            note += f"  (lacks {count(len(plan.missing_metrics(point)), 'metric')}: scored in eval mode, no training)"
+        elif eval_only and status not in (workdir.DONE, UNUSABLE, reuse.COPY):
+            note += "  (not run: --eval_only)"
+        _, why = workdir.read_object(os.path.join(run_dir, workdir.STATUS))
+        if why and status != UNUSABLE:
+            note += f"  ({why}; training rewrites it)"
+        if status == workdir.FAILED:
+            note = recorded + "  " + (workdir.read_json(os.path.join(run_dir, workdir.STATUS), {}) or {}).get(
+                "reason", ""
+            )
+        holder = Claim(run_dir, claim_timeout).holder()
+        if holder and status != workdir.DONE:
+            note += f"  [claimed by {holder}]"
+        print(f"  {status:<8} {point.id}  {rel(run_dir)}{note}")
+    print("status: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0

@@ -1,0 +1,328 @@
+"""Training the planned points (no TensorFlow): trainer processes, up to --jobs at once, each point under a claim
+refreshed while it trains; copies from other recipes (grid.reuse_from); finished points scored in eval mode; each
+point's outcome printed as it ends. SIGTERM stops the trainers as Ctrl-C does.
+
+A job's points go one after another to a serving trainer process (`supcon.experiment.worker`) or, with
+--noreuse_process or TF_CONFIG, to a `python -m supcon.main` process each.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from supcon import workdir
+from supcon.experiment import grid, progress, reuse
+from supcon.experiment.claim import HOST, Claim
+from supcon.experiment.environment import child_env, secondary_worker, threads_per_job
+from supcon.experiment.outcome import EVALUATED, NOT_RUN, Outcome, failure_reason
+from supcon.experiment.plan import UNUSABLE, Plan, point_record, same_params
+from supcon.experiment.shown import command_path, count, rel
+from supcon.experiment.worker import Worker
+from supcon.robust import spec as corruption_spec
+
+POINT_GIN = "point.gin"  # the point's bindings as a gin file, in its run directory
+EVAL_MODE_PARAM = "train_and_evaluate.mode = 'eval'"  # how a finished point is scored again
+
+
+def _interrupt(signum: int, frame) -> None:
+    """SIGTERM (a scheduler's or `kill`'s stop) takes the path of Ctrl-C: the trainers are stopped and the points
+    left to resume, instead of the runner dying alone while its trainers train on."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def stop_on_sigterm() -> None:
+    """Makes SIGTERM raise KeyboardInterrupt in the main thread, as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def copy_point(plan: Plan, point: grid.Point, claim_timeout: float) -> bool:
+    """Copies the point's planned source run dir into its run dir with this recipe's point.json (`point_record`,
+    the source's gin_files, `copied_from`); False when another runner got there first.
+
+    Raises:
+      reuse.CopyError: the copy failed or the source no longer qualifies (one line; nothing is left behind).
+    """
+    source = plan.copies[point.id]
+
+    def record(theirs: dict) -> dict:
+        return {**point_record(plan, point, theirs.get("gin_files", [])), reuse.COPIED_FROM: command_path(source)}
+
+    return reuse.copy_source(source, plan.run_dir(point), plan.settings[point.id], bool(plan.overlays),
+                             same_params(plan), record, claim_timeout)
+
+
+class Launcher:
+    """Runs points in trainer processes (up to `jobs` at once), holding and refreshing their claims.
+
+    With `reuse`, each job sends its points to a long-lived serving trainer process (supcon.experiment.worker), starting
+    one when none is idle; `workers` are processes already started (the validator). Else one subprocess per
+    point. `display` prints the runner's messages and follows each running point's log for its progress.
+    """
+
+    def __init__(self, plan: Plan, jobs: int, main_module: str, claim_timeout: float,
+                 reuse: bool = False, workers: tuple = (), display: progress.Display | None = None,
+                 eval_only: bool = False):
+        self.plan = plan
+        self.eval_only = eval_only
+        self.jobs = jobs
+        self.main_module = main_module
+        self.claim_timeout = claim_timeout
+        self.threads = threads_per_job(jobs)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.active: dict[str, tuple[Claim, subprocess.Popen]] = {}
+        self.lost: set[str] = set()  # run dirs whose claim another runner took over
+        self.secondary = secondary_worker()
+        self.reuse = reuse
+        self.idle: list[Worker] = list(workers)
+        self.workers: list[Worker] = list(workers)
+        self.display = display or progress.Display("off")
+
+    def say(self, n: int, verb: str, point: grid.Point, text: str = "") -> None:
+        self.display.message(f"[{n}/{len(self.plan.points)}] {verb:<7} {point.slug}{text}")
+
+    def run(self) -> list[Outcome]:
+        beat = threading.Thread(target=self._heartbeat, daemon=True)
+        beat.start()
+        self.display.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
+                try:
+                    outcomes = [f.result() for f in futures]
+                except KeyboardInterrupt:
+                    self.stop.set()
+                    self._terminate_all()
+                    outcomes = [f.result() for f in futures]
+        finally:
+            self.stop.set()
+            self.display.close()
+            for worker in self.workers:
+                worker.close()
+        return outcomes
+
+    def run_point(self, n: int, point: grid.Point) -> Outcome:
+        run_dir = self.plan.run_dir(point)
+        if self.stop.is_set():
+            return Outcome(point, "interrupted", "not started")
+        if point.slug in self.plan.unusable:  # never trained over, and its result.json never overwritten
+            self.say(n, "skip", point, f" ({self.plan.unusable[point.slug]})")
+            return Outcome(point, UNUSABLE, self.plan.unusable[point.slug])
+        if self.plan.status(point) == reuse.COPY:
+            copied = self._copy(n, point)
+            if copied is not None:
+                return copied
+        finished = os.path.exists(os.path.join(run_dir, workdir.RESULT))
+        if finished and not self.plan.missing_metrics(point):
+            self.say(n, "skip", point, " (done)")
+            return Outcome(point, "skipped", "done")
+        if not finished and self.eval_only:
+            self.say(n, "skip", point, f" ({workdir.point_status(run_dir)}, not run: --eval_only)")
+            return Outcome(point, NOT_RUN, "not finished")
+        os.makedirs(run_dir, exist_ok=True)
+        claim = Claim(run_dir, self.claim_timeout)
+        if not self.secondary and not claim.acquire():
+            holder = claim.holder() or "another runner"
+            self.say(n, "busy", point, f" (claimed by {holder})")
+            return Outcome(point, "busy", f"claimed by {holder}")
+        try:
+            finished = os.path.exists(os.path.join(run_dir, workdir.RESULT))
+            if finished and not self.plan.missing_metrics(point):
+                self.say(n, "skip", point, " (done by another runner)")
+                return Outcome(point, "skipped", "done")
+            if not finished and self.eval_only:  # another runner's point that failed meanwhile, say
+                return Outcome(point, NOT_RUN, "not finished")
+            return self._train(n, point, run_dir, claim, scoring=finished)
+        finally:
+            with self.lock:
+                self.active.pop(run_dir, None)
+            self.display.remove(run_dir)
+            if not self.secondary:
+                claim.release()
+
+    def _copy(self, n: int, point: grid.Point) -> Outcome | None:
+        """Copies the point's run from another recipe (grid.reuse_from, `copy_point`). Its outcome, or None to carry
+        on as for any point: the copy lacks metrics the recipe asks for (it is scored), or another runner got there
+        first."""
+        source = self.plan.copies[point.id]
+        try:
+            placed = copy_point(self.plan, point, self.claim_timeout)
+        except reuse.CopyError as e:
+            self.say(n, "failed", point, f" copying {rel(source)}: {e}")
+            return Outcome(point, "failed", f"copying {rel(source)} failed: {e}")
+        if not placed:
+            return None
+        with self.lock:
+            self.plan.copied[point.id] = source
+        self.say(n, reuse.COPIED, point, f" <- {rel(source)}")
+        return None if self.plan.missing_metrics(point) else Outcome(point, reuse.COPIED, rel(source))
+
+    def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim, scoring: bool = False) -> Outcome:
+        """Trains the point, or with `scoring` evaluates its finished run in eval mode (no training)."""
+        status = workdir.point_status(run_dir)
+        how = {"partial": "resuming", workdir.FAILED: "retrying after a failure"}.get(status, "new")
+        if scoring:
+            how = f"scoring: {count(len(self.plan.missing_metrics(point)), 'metric')} missing, eval mode"
+        bindings = POINT_GIN if not self.secondary else f"point-{self.secondary}.gin"
+        gin_files = [self.plan.trainer_recipe.path, os.path.join(run_dir, bindings), *self.plan.overlays]
+        gin_params = self.plan.trainer_params + ([EVAL_MODE_PARAM] if scoring else [])
+        workdir.write_text_atomic(
+            gin_files[1],
+            f"# Grid point {point.id} of {rel(self.plan.trainer_recipe.path)}\n" + point.gin_text(),
+        )
+        if not self.secondary and not scoring:  # a scored point keeps the point.json it was trained with
+            workdir.write_json_atomic(
+                os.path.join(run_dir, workdir.POINT), point_record(self.plan, point, gin_files)
+            )
+        self.say(n, "running", point, f" ({how}) -> {rel(run_dir)}")
+        start = time.time()
+        log = os.path.join(run_dir, workdir.LOG if not self.secondary else f"log-{self.secondary}.txt")
+        self.display.add(run_dir, f"[{n}/{len(self.plan.points)}]", point.slug, log)
+        if self.reuse:
+            code = self._serve_point(run_dir, gin_files, gin_params, log, claim)
+        else:
+            code = self._run_process(run_dir, gin_files, gin_params, log, claim, start)
+        if code is None:
+            return Outcome(point, "interrupted", "not started")
+        return self._outcome(n, point, run_dir, code, start, scoring)
+
+    def _run_process(self, run_dir: str, gin_files: list[str], gin_params: list[str], log: str, claim: Claim,
+                     start: float) -> int | None:
+        """Trains (or scores) a point in a one-shot trainer process; its exit code (negative: killed), None if
+        stopped before it started."""
+        cmd = [sys.executable, "-m", self.main_module, "--workdir", run_dir]
+        cmd += [arg for f in gin_files for arg in ("--gin_file", f)]
+        cmd += [arg for b in gin_params for arg in ("--gin_param", b)]
+        with open(log, "a") as out:
+            out.write(
+                f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime(start)}: {' '.join(cmd)}\n"
+            )
+            out.flush()
+            with self.lock:
+                if self.stop.is_set():
+                    return None
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=child_env(self.threads),
+                )
+                self.active[run_dir] = (claim, proc)
+            claim.child_pid = proc.pid
+            if not self.secondary:
+                claim.refresh()
+            return proc.wait()
+
+    def _take_worker(self, log: str, fresh: bool) -> Worker | None:
+        """An idle trainer process (or a new one, output to `log` until its first point); None once stopped."""
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            while self.idle and not fresh:
+                worker = self.idle.pop()
+                if worker.alive():  # an idle process can die too (e.g. the OOM killer): skip it
+                    return worker
+                worker.close()
+            worker = Worker(self.main_module, child_env(self.threads), log)
+            self.workers.append(worker)
+            return worker
+
+    def _serve_point(self, run_dir: str, gin_files: list[str], gin_params: list[str], log: str,
+                     claim: Claim) -> int | None:
+        """Trains (or, with EVAL_MODE_PARAM among gin_params, scores) a point in a serving trainer process; its exit
+        code (negative: killed), None if stopped."""
+        request = {"op": "train", "workdir": run_dir, "gin_files": gin_files, "gin_params": gin_params, "log": log}
+        for fresh in (False, True):
+            worker = self._take_worker(log, fresh)
+            if worker is None:
+                return None
+            with open(log, "a") as f:
+                f.write(
+                    f"\n=== runner.py on {HOST} (pid {os.getpid()}) at {time.ctime()}: trainer process "
+                    f"{worker.pid} (python -m {self.main_module} --serve), its point {worker.points + 1}\n"
+                )
+            with self.lock:
+                self.active[run_dir] = (claim, worker.proc)
+            claim.child_pid = worker.pid
+            if not self.secondary:
+                claim.refresh()
+            reply = worker.request(request)
+            if reply is None:  # the process died: a crash, a signal, a lost claim or an interrupt
+                code = worker.exit_code()
+                return code if code else 1
+            if reply.get("restart"):  # the point needs a fresh process (see supcon.experiment.worker)
+                worker.close()
+                continue
+            if reply.get("retire"):
+                worker.close()
+            else:
+                with self.lock:
+                    self.idle.append(worker)
+            return int(reply["code"])
+        raise RuntimeError(f"a fresh trainer process refused {run_dir}")
+
+    def _outcome(self, n: int, point: grid.Point, run_dir: str, code: int, start: float,
+                 scoring: bool = False) -> Outcome:
+        self.display.remove(run_dir)  # its progress goes before its outcome prints
+        seconds = time.time() - start
+        if run_dir in self.lost:
+            self.say(n, "stopped", point, " (another runner took over its stale claim)")
+            return Outcome(point, "busy", "taken over by another runner")
+        result = workdir.read_json(os.path.join(run_dir, workdir.RESULT))
+        if scoring:
+            return self._scored(n, point, run_dir, code, start)
+        if code == 0 and result is not None:
+            top1 = result.get("eval/top1")
+            score = f", eval/top1 {top1:.4f}" if isinstance(top1, int | float) else ""
+            self.say(n, "done", point, f" in {seconds:.0f} s{score}")
+            return Outcome(point, "trained", f"{seconds:.0f} s")
+        reason = failure_reason(run_dir, code, start, self.stop.is_set())
+        self.say(
+            n,
+            "stopped" if self.stop.is_set() else "failed",
+            point,
+            f" after {seconds:.0f} s: {reason} (log: {rel(os.path.join(run_dir, workdir.LOG))})",
+        )
+        return Outcome(point, "interrupted" if self.stop.is_set() else "failed", reason)
+
+    def _scored(self, n: int, point: grid.Point, run_dir: str, code: int, start: float) -> Outcome:
+        """The outcome of scoring a finished point: done when its result.json now holds every asked-for key."""
+        seconds = time.time() - start
+        missing = self.plan.missing_metrics(point)
+        if code == 0 and not missing:
+            result = workdir.read_json(os.path.join(run_dir, workdir.RESULT), {}) or {}
+            mean = result.get(corruption_spec.MEAN_TOP1)
+            score = f", {corruption_spec.MEAN_TOP1} {mean:.4f}" if isinstance(mean, int | float) else ""
+            self.say(n, "scored", point, f" in {seconds:.0f} s{score}")
+            return Outcome(point, EVALUATED, f"{seconds:.0f} s")
+        if code == 0:
+            reason = f"eval mode exited 0 but result.json still lacks {count(len(missing), 'metric')}, e.g. {missing[0]}"
+        else:
+            reason = failure_reason(run_dir, code, start, self.stop.is_set())
+        verb = "stopped" if self.stop.is_set() else "failed"
+        self.say(n, verb, point, f" scoring after {seconds:.0f} s: {reason} (log: {rel(os.path.join(run_dir, workdir.LOG))})")
+        return Outcome(point, "interrupted" if self.stop.is_set() else "failed", reason)
+
+    def _heartbeat(self) -> None:
+        interval = max(0.2, min(30.0, self.claim_timeout / 4))
+        while not self.stop.wait(interval):
+            with self.lock:
+                active = list(self.active.items())
+            for run_dir, (claim, proc) in active:
+                if not self.secondary and proc.poll() is None and not claim.refresh():
+                    self.lost.add(run_dir)
+                    proc.terminate()
+
+    def _terminate_all(self) -> None:
+        with self.lock:
+            for _, proc in self.active.values():
+                if proc.poll() is None:
+                    proc.terminate()
+
