@@ -92,13 +92,43 @@ def test_blur_matches_a_zero_padded_gaussian_convolution():
     np.testing.assert_array_equal(ops.gaussian_blur(small, [0, 1], 1.0).numpy(), small.numpy())
 
 
-def test_crop_covers_the_requested_area():
-    img = tf.reshape(tf.range(64 * 64, dtype=tf.float32), [64, 64, 1]) / 4096.0
-    for s in range(10):
-        crop = ops.random_resized_crop(img, tf.constant([s, 0]), (64, 64), area_range=(0.2, 0.3))
-        # a crop of 20-30% of the area spans at most ~55% of the value range of a row-major ramp
-        assert crop.shape == (64, 64, 1)
-        assert float(tf.reduce_max(crop) - tf.reduce_min(crop)) < 0.9
+def coordinate_image(height, width):
+    """[H, W, 2] float32: channel 0 holds each pixel's row, channel 1 its column."""
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    return tf.constant(np.stack([rows, cols], axis=-1).astype(np.float32))
+
+
+def source_box(crop):
+    """(top, left, height, width) of the source box a `random_resized_crop` output was resized from.
+
+    The image and the output are both 64 x 64, so no box is larger than the output and bilinear resizing
+    (half-pixel centres) only enlarges: the first and last output pixels clamp onto the box's first and last
+    source pixel, whose coordinates they carry exactly.
+    """
+    rows, cols = crop[..., 0].numpy(), crop[..., 1].numpy()
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    return round(top), round(left), round(bottom - top) + 1, round(right - left) + 1
+
+
+# Ranges from 0.1 up: the sampler also asks each box to cover min_object_covered = 0.1 of the image (as the
+# official code), so a box below 10% of the image never qualifies.
+@pytest.mark.parametrize("area_range", [(0.1, 0.15), (0.2, 0.3), (0.6, 0.9)])
+def test_crop_covers_the_requested_area(area_range):
+    img = coordinate_image(64, 64)
+    fractions = []
+    for s in range(200):
+        crop = ops.random_resized_crop(img, tf.constant([s, 3]), (64, 64), area_range=area_range)
+        assert crop.shape == (64, 64, 2)
+        top, left, height, width = source_box(crop)
+        assert top >= 0 and left >= 0 and top + height <= 64 and left + width <= 64
+        # TF's sampler rounds the width to an integer after choosing the height: +-1 column of slack
+        assert 3 / 4 - 1 / height <= width / height <= 4 / 3 + 1 / height, (s, height, width)
+        fractions.append(height * width / (64 * 64))
+    fractions = np.array(fractions)
+    assert fractions.min() >= area_range[0] and fractions.max() <= area_range[1], fractions
+    # the sampled areas spread over the range, not one size
+    span = area_range[1] - area_range[0]
+    assert fractions.min() < area_range[0] + span / 4 and fractions.max() > area_range[1] - span / 4
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -196,18 +226,32 @@ def test_invalid_options_raise(call, message):
         call(tf.constant(image(3)))
 
 
+@gin.configurable("test_augment_holder")
+def _holder(fns=gin.REQUIRED):
+    return fns
+
+
 def test_gin_names_are_registered():
+    """Each `@name` resolves to gin's configurable wrapper of the intended augment function, and a binding on
+    the name reaches that function."""
+    intended = {  # written out by hand: the recipes' names and the functions they must call
+        "simclr_augment": augment.simclr_augment,
+        "randaugment": augment.randaugment,
+        "autoaugment": augment.autoaugment,
+        "stacked_randaugment": augment.stacked_randaugment,
+        "crop_flip": augment.crop_flip,
+        "identity_augment": augment.identity_augment,
+        "eval_preprocess": augment.eval_preprocess,
+        "normalize": augment.normalize,
+    }
     try:
-        gin.parse_config(
-            "simclr_augment.strength = 0.5\n"
-            "randaugment.magnitude = 5\n"
-            "autoaugment.image_size = 24\n"
-            "stacked_randaugment.num_layers = 1\n"
-            "crop_flip.flip = False\n"
-            "identity_augment.image_size = 16\n"
-            "eval_preprocess.method = 'resize_then_crop'\n"
-            "normalize.whitening_mean = None\n"
-        )
-        assert gin.query_parameter("simclr_augment.strength") == 0.5
+        references = ", ".join(f"@{name}" for name in intended)
+        gin.parse_config(f"test_augment_holder.fns = [{references}]\nidentity_augment.image_size = 16\n")
+        resolved = dict(zip(intended, _holder(), strict=True))
+        for name, function in intended.items():
+            assert resolved[name].__wrapped__ is function, name
+        img = tf.constant(image(3))  # 32 x 32
+        assert resolved["identity_augment"](img, tf.constant([0, 1])).shape == (16, 16, 3)  # the binding applies
+        assert augment.identity_augment(img, tf.constant([0, 1])).shape == (32, 32, 3)  # the plain function: none
     finally:
         gin.clear_config()

@@ -136,6 +136,21 @@ def test_crop_boxes_follow_tf_sampler_distribution(height, width, area_range):
         assert abs((ours[:, column] == 0).mean() - (ref[:, column] == 0).mean()) < 0.03
 
 
+@pytest.mark.parametrize("height, width, area_range", [(28, 28, (0.2, 0.3)), (24, 32, (0.1, 0.15)), (32, 24, (0.6, 0.9))])
+def test_crop_boxes_cover_the_requested_area(height, width, area_range):
+    """Every sampled box holds area_range of the image (from 0.1 up: min_object_covered), with aspect in 3/4..4/3
+    up to the rounding of one side to whole pixels, and the areas spread over the range."""
+    boxes = batched.sample_crop_boxes(view_keys(500, seed=3), height, width, area_range).numpy()
+    top, left, crop_h, crop_w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + crop_h <= height).all() and (left + crop_w <= width).all()
+    fraction = crop_h * crop_w / (height * width)
+    assert fraction.min() >= area_range[0] and fraction.max() <= area_range[1], (fraction.min(), fraction.max())
+    aspect = crop_w / crop_h
+    assert (aspect >= 3 / 4 - 1 / crop_h).all() and (aspect <= 4 / 3 + 1 / crop_h).all()
+    span = area_range[1] - area_range[0]
+    assert fraction.min() < area_range[0] + span / 4 and fraction.max() > area_range[1] - span / 4
+
+
 def test_crop_fallback_and_two_stage_attempts():
     k = view_keys(300)
     # aspect 3-4 and area >= 0.9 of a 20x30 image: no attempt fits, so the centre square 20x20

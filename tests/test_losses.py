@@ -229,10 +229,28 @@ def test_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, numeric, rtol=2e-2, atol=2e-3)
 
 
-def test_bfloat16_features_are_computed_in_float32():
-    z, labels = random_case(np.random.default_rng(1), batch=4, views=2)
-    loss = contrastive_loss(tf.cast(z, tf.bfloat16), labels, temperature=0.07)
-    assert loss.dtype == tf.float32 and np.all(np.isfinite(loss.numpy()))
+# bfloat16 keeps 8 significant bits (7 stored + the implicit one): rounding a feature changes it by at most
+# u = 2^-8 of itself. For unit rows x, y the dot product then moves by at most sum |x_i y_i| (2u + u^2) <= ~2u
+# (Cauchy-Schwarz). The tau-scaled loss of an anchor, tau * (-s_p / tau + logsumexp(s / tau)), moves by at most
+# |ds_p| + max |ds| (log-sum-exp is 1-Lipschitz in the max norm): 4u = 2^-6 in all, whatever tau.
+BFLOAT16_INPUT_BOUND = 4 * 2.0**-8
+# Once rounded, the features are exact float32 numbers: a float32 computation matches the float64 reference on
+# them to float32 rounding of logits of size <= 1 / tau (~14 * 2^-24 per operation, scaled back by tau), far
+# below 2e-5; a bfloat16 computation would round the logits themselves (~2^-8 * 14 * tau ~ 4e-3).
+FLOAT32_COMPUTE_ATOL = 2e-5
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_bfloat16_features_are_computed_in_float32(seed):
+    z, labels = random_case(np.random.default_rng(seed), batch=4, views=2)
+    rounded = tf.cast(z, tf.bfloat16)
+    loss = contrastive_loss(rounded, labels, temperature=0.07)
+    assert loss.dtype == tf.float32
+    args = (labels, 0.07, "all_views", "outside", "all", -1, True)
+    exact = reference_loss(z, *args)  # float64 on the float32 features
+    np.testing.assert_allclose(loss.numpy(), exact, rtol=0, atol=BFLOAT16_INPUT_BOUND)
+    on_rounded = reference_loss(tf.cast(rounded, tf.float64).numpy(), *args)  # float64 on the bf16 values
+    np.testing.assert_allclose(loss.numpy(), on_rounded, rtol=0, atol=FLOAT32_COMPUTE_ATOL)
 
 
 def test_low_temperature_unnormalised_features_stay_finite():

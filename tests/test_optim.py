@@ -339,32 +339,36 @@ def test_lars_excludes_batch_norm_by_default(tf_two_cpus):
 
 
 def test_gin_names_resolve(tf_two_cpus):
+    """Each `@name` of a recipe resolves to gin's configurable wrapper of the intended module function."""
     import gin
 
-    from supcon.model import heads, optim, resnet  # noqa: F401  register @resnet, @projection_head, @sgd, ...
+    from supcon.model import heads, optim, resnet
 
     @gin.configurable("optim_test_holder")
     def holder(factories=gin.REQUIRED):
         return factories
 
-    names = [
-        "resnet",
-        "projection_head",
-        "classification_head",
-        "learning_rate_schedule",
-        "sgd",
-        "nesterov",
-        "rmsprop",
-        "adam",
-        "lars",
-    ]
+    intended = {  # written out by hand: the recipes' names and the functions they must call
+        "resnet": resnet.resnet,
+        "projection_head": heads.projection_head,
+        "classification_head": heads.classification_head,
+        "learning_rate_schedule": optim.learning_rate_schedule,
+        "sgd": optim.sgd,
+        "nesterov": optim.nesterov,
+        "rmsprop": optim.rmsprop,
+        "adam": optim.adam,
+        "lars": optim.lars,
+    }
     gin.clear_config()
     try:
-        references = ", ".join(f"@{name}" for name in names)
+        references = ", ".join(f"@{name}" for name in intended)
         gin.parse_config([f"optim_test_holder.factories = [{references}]", "sgd.momentum = 0.5"])
-        factories = holder()
-        assert len(factories) == len(names)
-        assert factories[names.index("sgd")](learning_rate=0.1).momentum == 0.5
-        assert isinstance(factories[names.index("lars")](learning_rate=0.1), optim.LARS)
+        factories = dict(zip(intended, holder(), strict=True))
+        for name, function in intended.items():
+            assert factories[name].__wrapped__ is function, name  # gin's wrapper of exactly this function
+        sgd = factories["sgd"](learning_rate=0.1)
+        assert isinstance(sgd, optim.Momentum) and not sgd.nesterov and sgd.momentum == 0.5  # the binding applies
+        assert optim.sgd(learning_rate=0.1).momentum == 0.9  # the plain function keeps its default
+        assert isinstance(factories["lars"](learning_rate=0.1), optim.LARS)
     finally:
         gin.clear_config()

@@ -1,8 +1,8 @@
 """Tests for the reporter: synthetic run directories -> the expected markdown (a golden file) and PNGs.
 
 The run directories are built here with the workdir helpers. To refresh the golden file after an intended
-change of the report's format: `UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_report.py`, then
-read the diff.
+change of the report's format: `UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_report.py` (the golden
+test rewrites the file and fails, saying so), then read the diff and rerun without UPDATE_GOLDEN.
 """
 
 import os
@@ -185,10 +185,12 @@ def demo_runs(tmp_path):
 def test_report_matches_golden_file(demo_runs, tmp_path):
     out = str(tmp_path / "reports" / "table2_demo")
     text = open(report.write_report(demo_runs, out)).read()
-    if os.environ.get("UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):  # rewrites, then fails: an update never passes as a check
         os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
         with open(GOLDEN, "w") as f:
             f.write(text)
+        pytest.fail(f"UPDATE_GOLDEN is set: rewrote {os.path.relpath(GOLDEN, ROOT)}; read its diff, then rerun "
+                    "without UPDATE_GOLDEN")
     assert text == open(GOLDEN).read()
 
 

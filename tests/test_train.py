@@ -184,18 +184,75 @@ def test_registered_default_is_resolved_through_gin():
         gin.clear_config()
 
 
-def test_mixed_precision_auto_follows_the_hardware():
-    from supcon.train import config as train  # bfloat16_is_fast, resolve_mixed_precision
+# The rule, stated apart from the code: bfloat16 pays on a GPU, a TPU, or a CPU with AVX-512 BF16 or AMX-BF16
+# instructions; elsewhere (AVX2, plain AVX-512, AMX without BF16) TensorFlow emulates it and float32 is faster.
+CPU_FLAG_SETS = [  # (/proc/cpuinfo flags, bfloat16 fast)
+    ({"avx512_bf16"}, True),
+    ({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}, True),
+    ({"amx_bf16"}, True),
+    ({"avx2", "amx_tile", "amx_bf16"}, True),
+    ({"avx2"}, False),
+    ({"avx2", "fma", "avx512f", "avx512_vnni"}, False),
+    ({"avx2", "amx_tile", "amx_int8"}, False),
+    (set(), False),
+]
+MIXED_PRECISION_CASES = [  # (value, topology, /proc/cpuinfo flags or None when unreadable, a GPU, expected)
+    ("auto", "one_device", "fpu avx2 fma", False, False),
+    ("auto", "one_device", "fpu avx2 avx512f avx512_bf16", False, True),
+    ("auto", "one_device", "fpu avx2 amx_bf16 amx_tile", False, True),
+    ("auto", "one_device", None, False, False),
+    ("auto", "mirrored", "fpu avx2", True, True),
+    ("auto", "tpu", "fpu avx2", False, True),
+    (True, "one_device", "fpu avx2", False, True),
+    (True, "tpu", None, False, True),
+    (False, "tpu", "fpu avx512_bf16", True, False),
+    (False, "one_device", "fpu amx_bf16", False, False),
+]
 
-    assert train.bfloat16_is_fast({"avx2", "avx512_bf16"}) is True
-    assert train.bfloat16_is_fast({"avx2", "amx_bf16", "amx_tile"}) is True
-    assert train.bfloat16_is_fast({"avx2", "fma"}) is False  # no GPU in the test session
-    assert train.resolve_mixed_precision(True, "one_device") is True
-    assert train.resolve_mixed_precision(False, "tpu") is False
-    assert train.resolve_mixed_precision("auto", "tpu") is True
-    assert train.resolve_mixed_precision("auto", "one_device") is train.bfloat16_is_fast()
+
+def _fake_hardware(monkeypatch, module, cpuinfo_flags, gpu):
+    """Makes `module` (supcon.train.config: bfloat16_is_fast, resolve_mixed_precision) see a /proc/cpuinfo with
+    these flags (None: unreadable) and a GPU or none."""
+    import builtins
+    import io
+
+    import tensorflow as tf
+
+    def fake_open(path, *args, **kwargs):
+        if path != "/proc/cpuinfo":
+            return builtins.open(path, *args, **kwargs)
+        if cpuinfo_flags is None:
+            raise FileNotFoundError(path)
+        return io.StringIO(f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {cpuinfo_flags}\nbugs\t\t: \n")
+
+    real = tf.config.list_physical_devices
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: (["/physical_device:GPU:0"] if gpu else []) if kind == "GPU" else real(kind))
+
+
+@pytest.mark.parametrize("flags, fast", CPU_FLAG_SETS)
+def test_bfloat16_is_fast_on_the_cpus_that_have_bfloat16_instructions(monkeypatch, flags, fast):
+    from supcon.train import config
+
+    _fake_hardware(monkeypatch, config, "fpu", gpu=False)  # no GPU, whatever this machine has
+    assert config.bfloat16_is_fast(set(flags)) is fast
+
+
+@pytest.mark.parametrize("value, topology, cpuinfo, gpu, expected", MIXED_PRECISION_CASES)
+def test_mixed_precision_auto_follows_the_hardware(monkeypatch, value, topology, cpuinfo, gpu, expected):
+    """'auto' reads the (faked) /proc/cpuinfo and GPU list; True and False pass through whatever the hardware."""
+    from supcon.train import config
+
+    _fake_hardware(monkeypatch, config, cpuinfo, gpu)
+    assert config.resolve_mixed_precision(value, topology) is expected
+
+
+def test_mixed_precision_rejects_other_values():
+    from supcon.train import config
+
     with pytest.raises(ValueError, match="train_and_evaluate.mixed_precision must be True, False or 'auto'"):
-        train.resolve_mixed_precision("yes", "one_device")
+        config.resolve_mixed_precision("yes", "one_device")
 
 
 def test_steps_per_execution_does_not_change_the_run(finished_run, tmp_path):
@@ -476,7 +533,7 @@ def test_knn_top1_on_a_hand_made_embedding():
         evaluate.knn_accuracy(train, train_labels, test, test_labels, k=0)
 
 
-def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys):
+def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys, monkeypatch):
     """After a resume at step 500, the ETA comes from the steps trained since, not from step 0."""
     import types
 
@@ -487,10 +544,13 @@ def test_progress_eta_counts_only_the_steps_of_this_process(tmp_path, capsys):
     run = types.SimpleNamespace(dir=str(tmp_path), total_steps=1000,
                                 optimizers=[types.SimpleNamespace(learning_rate=tf.constant(0.1))])
     logger = record.Logger(run)
+    # A fixed clock: the window began 2 s before "now", so the rate is exactly 20 steps / 2 s whatever the load.
+    monkeypatch.setattr(sys.modules[record.Logger.__module__], "time", types.SimpleNamespace(time=lambda: 1000.0))
     planned = types.SimpleNamespace(batch_size=10, index=0, stage=types.SimpleNamespace(name="pretrain"))
-    window = {"loss": [{"loss": 1.0}] * 20, "time": time.time() - 2.0, "steps": 20}  # 10 steps/s
+    window = {"loss": [{"loss": 1.0}] * 20, "time": 998.0, "steps": 20}  # steps 500..520 in 2 s: 10 steps/s
     logger(planned, 520, window)
     logger.close()
-    eta = re.search(r"ETA (\d+)m(\d+)s", capsys.readouterr().out)
-    assert eta and 40 <= 60 * int(eta[1]) + int(eta[2]) <= 50  # 480 steps at ~10 steps/s
+    line = capsys.readouterr().out
+    assert "100 img/s" in line  # 20 steps x 10 images in 2 s
+    assert "ETA 0m48s" in line, line  # (1000 - 520) steps at 10 steps/s (from step 0: 260 steps/s, 0m01s)
     assert os.path.getsize(tmp_path / wd.METRICS) > 0
