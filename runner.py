@@ -3,7 +3,7 @@
 Usage:
   python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
       [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport] [--noreuse_process]
-      [--progress auto|bar|lines|off] [--progress_every SECONDS] [--eval_only]
+      [--progress auto|bar|lines|off] [--progress_every SECONDS] [--eval_only] [--report_only]
 
 The manual is docs/running.md: the flags, what a run prints, exit codes, resuming, claims, settings records,
 grid.runs_of, grid.reuse_from and scoring finished points. This file holds the flags and `main`; the work is done
@@ -23,7 +23,7 @@ from supcon.experiment.environment import child_env, threads_per_job
 from supcon.experiment.options import REPORT_DIR, RUNS_DIR, Options, UsageError
 from supcon.experiment.outcome import summarize
 from supcon.experiment.plan import make_plan
-from supcon.experiment.reporting import make_report
+from supcon.experiment.reporting import make_report, rebuild_report
 from supcon.experiment.shown import count
 
 FLAGS = flags.FLAGS
@@ -74,6 +74,11 @@ flags.DEFINE_boolean(
     "Never train: score finished points whose result.json lacks metrics the recipe asks for (e.g. "
     "train_and_evaluate.corruptions) in eval mode; list unfinished points as not run.",
 )
+flags.DEFINE_boolean(
+    "report_only", False,
+    "Train nothing and read no run directory: rebuild <report_dir>/<recipe>/README.md and its plots from the run "
+    "records committed beside it (<report_dir>/<recipe>/runs/); needs no TensorFlow.",
+)
 flags.DEFINE_string(
     "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
 )
@@ -97,6 +102,7 @@ def options_from_flags() -> Options:
         progress=FLAGS.progress,
         progress_every=FLAGS.progress_every,
         eval_only=FLAGS.eval_only,
+        report_only=FLAGS.report_only,
         main_module=FLAGS.main_module,
     )
 
@@ -109,6 +115,8 @@ def main(argv: list[str]) -> int:
         plan = make_plan(argv, options)
         if options.show_config and not options.dry_run:
             raise UsageError("--show_config goes with --dry_run (it prints what each point would run)")
+        if options.report_only:
+            return rebuild_report(plan, options)
         if options.dry_run:
             code = dry_run.list_points(plan, options.eval_only, options.claim_timeout)
             if options.show_config:

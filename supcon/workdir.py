@@ -62,6 +62,10 @@ RESULT = "result.json"
 CLAIM = "claim.json"
 LOG = "log.txt"
 CALIBRATION = "calibration.json"
+# A report keeps the records of its runs (their small files) in <report folder>/runs/<slug>/: supcon.report.records
+# writes them, the reporter reads them, and the runner counts a finished record as a finished point.
+RECORDS_DIR = "runs"
+RECORDED = "recorded"  # a point finished on another machine: its record is committed beside the report
 EVAL_CONFIG = "eval_config.gin"
 EVAL_OPERATIVE_CONFIG = "eval_operative_config.gin"
 EVAL_ENV = "eval_env.json"

@@ -475,7 +475,7 @@ def test_report_waits_for_the_other_shards(tmp_path):
 
 
 @pytest.mark.skipif(
-    not os.path.exists(os.path.join(ROOT, "supcon", "report.py")), reason="no reporter yet"
+    not os.path.exists(os.path.join(ROOT, "supcon", "report", "build.py")), reason="no reporter yet"
 )
 def test_report_is_written_after_the_grid(tmp_path):
     proc = run(tmp_path, fixture("grid.gin"), "--report")

@@ -114,6 +114,9 @@ class Launcher:
         if point.slug in self.plan.unusable:  # never trained over, and its result.json never overwritten
             self.say(n, "skip", point, f" ({self.plan.unusable[point.slug]})")
             return Outcome(point, UNUSABLE, self.plan.unusable[point.slug])
+        if self.plan.status(point) == workdir.RECORDED:  # finished on another machine: its record is committed
+            self.say(n, "skip", point, " (recorded)")
+            return Outcome(point, "skipped", "recorded")
         if self.plan.status(point) == reuse.COPY:
             copied = self._copy(n, point)
             if copied is not None:

@@ -38,4 +38,5 @@ class Options:
     progress: str = "auto"
     progress_every: float = 30.0
     eval_only: bool = False
+    report_only: bool = False
     main_module: str = "supcon.main"

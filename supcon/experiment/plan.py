@@ -41,6 +41,7 @@ class Plan:
     unrecorded: set = dataclasses.field(default_factory=set)  # ids of points whose run dir predates recorded settings
     copies: dict = dataclasses.field(default_factory=dict)  # point id -> another recipe's run dir to copy (reuse_from)
     copied: dict = dataclasses.field(default_factory=dict)  # point id -> the run dir copied by this runner
+    recorded: dict = dataclasses.field(default_factory=dict)  # point id -> its finished record beside the report
 
     @property
     def trainer_recipe(self) -> grid.Recipe:
@@ -60,11 +61,15 @@ class Plan:
         return corruption_spec.missing_keys(result, names, severities) if isinstance(result, dict) else []
 
     def status(self, point: grid.Point) -> str:
-        """workdir.point_status, UNUSABLE, NEEDS_EVAL for a finished point that lacks asked-for metrics, or
-        reuse.COPY for a point with no trained run that will be copied from another recipe (grid.reuse_from)."""
+        """workdir.point_status, UNUSABLE, NEEDS_EVAL for a finished point that lacks asked-for metrics,
+        workdir.RECORDED for a point not finished here whose finished record is beside the report (it finished on
+        another machine), or reuse.COPY for a point with no trained run that will be copied from another recipe
+        (grid.reuse_from)."""
         if point.slug in self.unusable:
             return UNUSABLE
         status = workdir.point_status(self.run_dir(point))
+        if status != workdir.DONE and point.id in self.recorded:
+            return workdir.RECORDED
         if status == reuse.NEW and point.id in self.copies:
             return reuse.COPY
         return NEEDS_EVAL if status == workdir.DONE and self.missing_metrics(point) else status
@@ -114,8 +119,43 @@ def make_plan(argv: list[str], options: Options) -> Plan:
         except ValueError as e:
             raise UsageError(f"point {point.slug}: {' '.join(str(e).split())}") from None
     _check_existing(plan)
+    plan.recorded = find_records(plan)
     plan.copies = plan_copies(plan, options.runs_dir)
     return plan
+
+
+def find_records(plan: Plan) -> dict[str, str]:
+    """{point id: record} of the grid's points whose finished record is beside the report
+    (<report>/runs/<slug>/, supcon.report.records) and no run here, so they count as finished here too. A damaged
+    record is left to the report, which lists it; one trained with other settings than its point's now is an
+    error.
+
+    Raises:
+      UsageError: a record whose settings differ from its point's (one line naming both).
+    """
+    folder = os.path.join(plan.report_out, workdir.RECORDS_DIR)
+    ids = {p.id: p for p in plan.grid_points}
+    found = {}
+    for slug in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        record = os.path.join(folder, slug)
+        point, why = workdir.read_object(os.path.join(record, workdir.POINT))
+        if why or not point or point.get("id") not in ids or workdir.point_status(record) != workdir.DONE:
+            continue
+        if workdir.read_object(os.path.join(record, workdir.RESULT))[1]:
+            continue  # an unreadable result: not finished; the report lists it
+        mine = ids[point["id"]]
+        if workdir.point_status(plan.run_dir(mine)) != reuse.NEW:
+            continue  # a run dir here governs the point (checked as such); the report refreshes its record
+        settings = plan.settings.get(mine.id) or grid.point_settings(plan.trainer_recipe, mine)
+        recorded = workdir.recorded_settings(point)
+        if recorded is not None and (mismatch := run_settings_mismatch(recorded, settings)):
+            raise UsageError(
+                f"{rel(record)}: recorded with other settings than {rel(plan.recipe.path)}'s point {mine.slug} now: "
+                f"{mismatch.replace('(recipe now)', '(recipe)').replace('(run)', '(record)')}; remove the record "
+                "to train the point again"
+            )
+        found[point["id"]] = record
+    return found
 
 
 def _check_recipe(argv: list[str]) -> str:
@@ -280,6 +320,7 @@ def plan_copies(plan: Plan, runs_dir: str) -> dict[str, str]:
         p.id: plan.settings[p.id]
         for p in plan.points
         if p.slug not in plan.unusable and workdir.point_status(plan.run_dir(p)) == reuse.NEW
+        and p.id not in plan.recorded
     }
     smoke = bool(plan.overlays)
     return reuse.find_copies(reuse.folders(runs_dir, stems, smoke), smoke, same_params(plan), wanting)

@@ -29,7 +29,7 @@ def to_validate(plan: Plan, eval_only: bool) -> list:
         status = plan.status(point)
         if status == reuse.COPY:
             status = NEEDS_EVAL if plan.missing_metrics(point, plan.copies[point.id]) else workdir.DONE
-        if status not in (UNUSABLE, workdir.DONE) and (not eval_only or status == NEEDS_EVAL):
+        if status not in (UNUSABLE, workdir.DONE, workdir.RECORDED) and (not eval_only or status == NEEDS_EVAL):
             todo.append(point)
     return todo
 

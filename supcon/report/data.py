@@ -166,9 +166,10 @@ def _read_run(path: str, slug: str, stem: str | None, recipe: ReportRecipe | Non
     return Run(slug, path, point["values"], state, step, reason, result, env, point, notes)
 
 
-def _folder_stem(runs_dir: str, slugs: list[str]) -> str | None:
+def _folder_stem(runs_dir: str, slugs: list[str], paths: dict[str, str] | None = None) -> str | None:
     """The recipe whose runs this folder holds: the folder's name if a run says so, else the most common."""
-    stems = [(workdir.read_json(os.path.join(runs_dir, s, workdir.POINT), {}) or {}) for s in slugs]
+    paths = paths or {s: os.path.join(runs_dir, s) for s in slugs}
+    stems = [(workdir.read_json(os.path.join(paths[s], workdir.POINT), {}) or {}) for s in slugs]
     stems = [p.get("recipe_stem") for p in stems if isinstance(p, dict) and p.get("recipe_stem")]
     if not stems:
         return None
@@ -176,9 +177,9 @@ def _folder_stem(runs_dir: str, slugs: list[str]) -> str | None:
     return name if name in stems else max(sorted(set(stems)), key=stems.count)
 
 
-def load_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> list[Run]:
-    """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug (see `read_runs`)."""
-    return read_runs(runs_dir, recipe)[0]
+def load_runs(runs_dir: str, recipe: ReportRecipe | None = None, records: str | None = None) -> list[Run]:
+    """Reads every `<runs_dir>/<slug>/point.json` (and record), sorted by slug (see `read_runs`)."""
+    return read_runs(runs_dir, recipe, records)[0]
 
 
 def trained_otherwise(runs: list[Run], recipe: ReportRecipe) -> dict[str, str]:
@@ -195,12 +196,44 @@ def trained_otherwise(runs: list[Run], recipe: ReportRecipe) -> dict[str, str]:
     return found
 
 
-def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[Run], list[str], dict[str, str]]:
-    """Reads every `<runs_dir>/<slug>/point.json`, sorted by slug.
+def _slugs(folder: str | None) -> list[str]:
+    if not folder or not os.path.isdir(folder):
+        return []
+    return [s for s in os.listdir(folder) if os.path.isfile(os.path.join(folder, s, workdir.POINT))]
+
+
+def run_paths(runs_dir: str, records: str | None = None) -> dict[str, str]:
+    """{slug: the folder to read}: the run directories of `runs_dir` and the run records in `records`
+    (`supcon.report.records`). A finished record wins when the run dir of the same slug is not finished here (the
+    point finished on another machine) or is the run it records (the report is then made from records alone,
+    and rebuilds from them identically); else the run dir does (in progress, failed, or changed since)."""
+    paths = {slug: os.path.join(runs_dir, slug) for slug in _slugs(runs_dir)}
+    for slug in _slugs(records):
+        record = os.path.join(records, slug)
+        here = paths.get(slug)
+        if here is None or (workdir.point_status(record) == workdir.DONE and (
+                workdir.point_status(here) != workdir.DONE or same_run(here, record))):
+            paths[slug] = record
+    return paths
+
+
+def same_run(run_dir: str, record: str) -> bool:
+    """Whether a record holds this run as it is now: the same point.json, status.json and result.json."""
+    return all(
+        workdir.read_json(os.path.join(run_dir, name)) == workdir.read_json(os.path.join(record, name))
+        for name in (workdir.POINT, workdir.STATUS, workdir.RESULT)
+    )
+
+
+def read_runs(runs_dir: str, recipe: ReportRecipe | None = None,
+              records: str | None = None) -> tuple[list[Run], list[str], dict[str, str]]:
+    """Reads every `<runs_dir>/<slug>/point.json` and every record `<records>/<slug>/point.json`, sorted by slug.
 
     Args:
-      runs_dir: the folder of one recipe's run directories (with grid.runs_of: the other recipe's).
+      runs_dir: the folder of one recipe's run directories (with grid.runs_of: the other recipe's); it need not
+        exist when `records` holds the runs.
       recipe: the recipe the report is for, or None: every run dir of the folder's recipe is read.
+      records: the report's run records (`supcon.report.records`), or None (see `run_paths`).
 
     Returns:
       The runs found (those the report cannot use as `skipped`, with the reason), plus the absent points: with
@@ -213,17 +246,16 @@ def read_runs(runs_dir: str, recipe: ReportRecipe | None = None) -> tuple[list[R
     Raises:
       ValueError: if `runs_dir` is not a directory or holds no run directory.
     """
-    if not os.path.isdir(runs_dir):
-        raise ValueError(f"runs_dir {runs_dir!r} is not a directory")
-    slugs = [
-        s for s in sorted(os.listdir(runs_dir)) if os.path.isfile(os.path.join(runs_dir, s, workdir.POINT))
-    ]
-    if not slugs:
-        raise ValueError(
-            f"runs_dir {runs_dir!r} holds no run directory (no <slug>/{workdir.POINT})"
-        )
-    stem = recipe.runs_stem if recipe else _folder_stem(runs_dir, slugs)
-    runs = [_read_run(os.path.join(runs_dir, slug), slug, stem, recipe) for slug in slugs]
+    paths = run_paths(runs_dir, records)
+    if not paths:
+        kept = bool(records) and os.path.isdir(records)
+        if not os.path.isdir(runs_dir) and not kept:
+            raise ValueError(f"runs_dir {runs_dir!r} is not a directory")
+        where = f"runs_dir {runs_dir!r}" + (f" and the records in {records!r} hold" if kept else " holds")
+        raise ValueError(f"{where} no run directory (no <slug>/{workdir.POINT})")
+    slugs = sorted(paths)
+    stem = recipe.runs_stem if recipe else _folder_stem(os.path.dirname(paths[slugs[0]]), slugs, paths)
+    runs = [_read_run(paths[slug], slug, stem, recipe) for slug in slugs]
     if recipe is None:
         return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values]), [], {}
     outside = [r.slug for r in runs if r.point and r.point.get("id") not in recipe.points]

@@ -1,0 +1,134 @@
+"""A report's run records: the small files of every run it read, kept beside it in `reports/<recipe>/runs/<slug>/`.
+
+A record is a run directory without the heavy parts: point.json, status.json, result.json, env.json,
+calibration.json and config.gin as the run wrote them, its metrics.jsonl with the training lines thinned to
+CURVE_POINTS per stage (every evaluation line kept), and its test-set embeddings as the 2-D PCA of at most
+`plots.MAX_POINTS` of them (what the embeddings plot draws). No checkpoint, export or event file. The reporter
+builds a report from these records alone, so a committed report can be rebuilt, audited and continued on another
+machine (docs/reports.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+
+import numpy as np
+
+from supcon import workdir
+from supcon.report import data as report_data
+from supcon.report import plots as report_plots
+
+RECORDS = workdir.RECORDS_DIR  # the records' folder inside a report's folder
+CURVE_POINTS = 100  # training lines of metrics.jsonl kept per stage, evenly spaced (the last one always)
+SIGNIFICANT = 6  # digits kept of a logged float
+COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.CONFIG)
+RECORDED_STATES = (workdir.DONE, workdir.FAILED)  # a running or interrupted point is recorded once it ends
+
+
+def records_dir(report_dir: str) -> str:
+    """Where the records of the report in `report_dir` live."""
+    return os.path.join(report_dir, RECORDS)
+
+
+def _rounded(value):
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return float(f"{value:.{SIGNIFICANT}g}")
+    return value
+
+
+def thin_curves(lines: list[dict]) -> list[dict]:
+    """metrics.jsonl lines with at most CURVE_POINTS training lines per stage (evenly spaced, first and last
+    kept) and every other line; floats rounded to SIGNIFICANT digits."""
+    by_stage: dict[str, list[int]] = {}
+    for i, line in enumerate(lines):
+        if line.get("kind") == "train":
+            by_stage.setdefault(str(line.get("stage")), []).append(i)
+    keep = set(range(len(lines))) - {i for idx in by_stage.values() for i in idx}
+    for idx in by_stage.values():
+        if len(idx) <= CURVE_POINTS:
+            keep.update(idx)
+        else:
+            picks = np.unique(np.round(np.linspace(0, len(idx) - 1, CURVE_POINTS)).astype(int))
+            keep.update(idx[p] for p in picks)
+    return [{k: _rounded(v) for k, v in lines[i].items()} for i in sorted(keep)]
+
+
+def _embeddings_2d(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 2-D PCA of at most MAX_POINTS test embeddings (the plot's sample) and their labels, or None."""
+    path = os.path.join(run_dir, workdir.EMBEDDINGS)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path) as data:
+            emb, lab = np.asarray(data["embeddings"], np.float64), np.asarray(data["labels"])
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if lab.shape != emb.shape[:1]:
+        return None
+    if len(emb) > report_plots.MAX_POINTS:
+        keep = np.sort(np.random.default_rng(0).choice(len(emb), report_plots.MAX_POINTS, replace=False))
+        emb, lab = emb[keep], lab[keep]
+    return report_plots.pca_2d(emb).astype(np.float32), lab.astype(np.int32)
+
+
+def write_record(run_dir: str, record: str) -> None:
+    """Writes the record of one run directory into `record` (replaced whole, by renames: never half-written)."""
+    parent = os.path.dirname(os.path.abspath(record))
+    os.makedirs(parent, exist_ok=True)
+    stage = tempfile.mkdtemp(prefix=".record-", dir=parent)
+    try:
+        for name in COPIED:
+            if os.path.isfile(os.path.join(run_dir, name)):
+                shutil.copyfile(os.path.join(run_dir, name), os.path.join(stage, name))
+        metrics = os.path.join(run_dir, workdir.METRICS)
+        lines, bad = workdir.read_jsonl_checked(metrics)
+        if bad:  # kept verbatim: the report names the damaged lines
+            shutil.copyfile(metrics, os.path.join(stage, workdir.METRICS))
+        elif lines:
+            with open(os.path.join(stage, workdir.METRICS), "w") as f:
+                f.writelines(json.dumps(line, sort_keys=True) + "\n" for line in thin_curves(lines))
+        found = _embeddings_2d(run_dir)
+        if found is not None:
+            with open(os.path.join(stage, workdir.EMBEDDINGS), "wb") as f:
+                np.savez_compressed(f, embeddings=found[0], labels=found[1])
+        elif os.path.isfile(os.path.join(run_dir, workdir.EMBEDDINGS)):  # unreadable: the report says so
+            shutil.copyfile(os.path.join(run_dir, workdir.EMBEDDINGS), os.path.join(stage, workdir.EMBEDDINGS))
+        old = None
+        if os.path.exists(record):
+            old = tempfile.mkdtemp(prefix=".old-record-", dir=parent)
+            os.replace(record, os.path.join(old, "record"))
+        os.replace(stage, record)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def sync(runs: list, report_dir: str) -> list[str]:
+    """Records every finished or failed run of `runs` (supcon.report.data.Run) that has no up-to-date record
+    beside the report in `report_dir`; returns the slugs written. Records of points not among `runs` stay: they
+    may have finished on another machine."""
+    written = []
+    for run in runs:
+        if run.path is None or run.state not in RECORDED_STATES:
+            continue
+        record = os.path.join(records_dir(report_dir), run.slug)
+        if os.path.abspath(record) == os.path.abspath(run.path) or (
+            os.path.isdir(record) and report_data.same_run(run.path, record)
+        ):
+            continue
+        write_record(run.path, record)
+        written.append(run.slug)
+    return written
+
+
+def size(report_dir: str) -> int:
+    """Bytes of a report's records."""
+    total = 0
+    for folder, _, files in os.walk(records_dir(report_dir)):
+        total += sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+    return total
