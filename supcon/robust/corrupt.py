@@ -64,7 +64,7 @@ Differences from the reference code, all deliberate:
     uses the luminance of the frost layer. The reference assumes colour.
   * The reference loops over a square 224 (or 32) image; every operation here takes any H x W.
 
-Severity and damage. On natural-looking test images (tests/test_corruptions.py) the PSNR to the clean image
+Severity and damage. On natural-looking test images (tests/robust/test_corruptions.py) the PSNR to the clean image
 falls with severity for most corruptions under both tables, but not for every published setting:
   * frost: the image weight falls while the bright layer is added, so the mean shifts partly cancel; the loss
     of structure (1 - correlation) grows instead.

@@ -19,7 +19,7 @@ from supcon import data
 from supcon import workdir as wd
 from supcon.data import sources
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 CHEAP = (  # digits_tiny without the outputs this test does not compare
     "train_and_evaluate.export_model = False",

@@ -10,7 +10,7 @@ import pytest
 
 from supcon.robust import metrics as robustness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ECE, 5 bins (0, .2], (.2, .4], (.4, .6], (.6, .8], (.8, 1]:

@@ -18,7 +18,7 @@ import pytest
 from supcon import workdir
 from supcon.experiment import bindings, grid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 RUNNER = os.path.join(ROOT, "runner.py")
 

@@ -16,7 +16,7 @@ import pytest
 
 from supcon import workdir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 RUNNER = os.path.join(ROOT, "runner.py")
 CORES = len(os.sched_getaffinity(0))

@@ -21,7 +21,7 @@ from supcon import workdir
 from supcon.experiment import grid, reuse
 from supcon.experiment.claim import Claim
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 
 HEADER = "# Reproduces: nothing; a fixture for grid.reuse_from ({}).\n# Run: python runner.py {}.gin\n"

@@ -15,7 +15,7 @@ from supcon.report import build as report
 from supcon.report import claims_section as report_claims
 from supcon.report import data as report_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = baselines.Setting("digits", "train", "test", 1437, "identity", None, 32)
 DIGITS_CONFIG = """# Macros:
 DATASET = 'digits'

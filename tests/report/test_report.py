@@ -1,7 +1,7 @@
 """Tests for the reporter: synthetic run directories -> the expected markdown (a golden file) and PNGs.
 
 The run directories are built here with the workdir helpers. To refresh the golden file after an intended
-change of the report's format: `UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_report.py` (the golden
+change of the report's format: `UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/report/test_report.py` (the golden
 test rewrites the file and fails, saying so), then read the diff and rerun without UPDATE_GOLDEN.
 """
 
@@ -21,7 +21,7 @@ from supcon.report import header as report_header
 from supcon.report import plots as report_plots
 from supcon.report import tables as report_tables
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "report", "table2_demo.md")
 SHA = "0123456789abcdef0123456789abcdef01234567"
 BASE = {"ce": 0.80, "simclr": 0.70, "supcon": 0.84, "supcon_in": 0.75}

@@ -17,7 +17,7 @@ import pytest
 
 from supcon.experiment import grid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 CONTRASTIVE_S1 = ["encoder", "projection_head"]  # CONTRASTIVE_FLAGS: stage-1 decay

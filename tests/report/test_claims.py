@@ -17,7 +17,7 @@ from supcon.report import claims, claims_stats
 from supcon.report import claims_section as report_claims
 from supcon.report import data as report_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_run(root, values, top1=None, state="done", claim_ids=(), within=("METHOD",)):

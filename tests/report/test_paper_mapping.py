@@ -18,7 +18,7 @@ from supcon.report import spec as report_spec
 from supcon.report import tables as report_tables
 from supcon.report.data import choose_layout, load_runs, table_metrics
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = sorted(
     p for p in glob.glob(os.path.join(ROOT, "recipes", "*.gin")) if os.path.basename(p) != "smoke.gin"
 )

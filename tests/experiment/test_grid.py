@@ -10,7 +10,7 @@ import pytest
 
 from supcon.experiment import grid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 

@@ -11,7 +11,7 @@ import pytest
 
 from supcon.experiment import grid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPES = sorted(
     p for p in glob.glob(os.path.join(ROOT, "recipes", "*.gin")) if os.path.basename(p) != "smoke.gin"
 )

@@ -15,7 +15,7 @@ from supcon import workdir as wd
 from supcon.experiment import grid, scoring
 from supcon.robust import spec as corruption_spec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 RUNNER = os.path.join(ROOT, "runner.py")

@@ -19,7 +19,7 @@ import pytest
 from supcon import workdir
 from supcon.experiment.claim import Claim
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "runner")
 RUNNER = os.path.join(ROOT, "runner.py")
 THEIRS = {"host": "elsewhere", "pid": 1, "child_pid": None, "token": "the-other-runner"}

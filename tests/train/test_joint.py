@@ -10,7 +10,7 @@ import sys
 from supcon import workdir as wd
 from supcon.experiment import grid
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 JOINT = os.path.join(ROOT, "tests", "fixtures", "train", "digits_joint.gin")
 PROTOCOL = os.path.join(ROOT, "recipes", "protocols", "joint.gin")
 ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}

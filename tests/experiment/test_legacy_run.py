@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = "tests/fixtures/train/legacy.gin"
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "legacy_runs")
 

@@ -21,7 +21,7 @@ from supcon.report import spec as report_spec
 from supcon.report.metrics import corruption_key, severity_key
 from supcon.robust import metrics as robustness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROBUST_CE = {"baseline": {"METHOD": "cross_entropy"}}
 
 
