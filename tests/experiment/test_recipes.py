@@ -56,6 +56,7 @@ def test_every_point_of_every_recipe_validates(tmp_path):
     assert proc.returncode == 0
 
 
+@pytest.mark.slow  # the runner with the real trainer is also run by test_legacy_run and test_first_run
 def test_smoke_run_of_an_imagenet_recipe_end_to_end(tmp_path):
     """The runner with the real trainer: ImageNet is unavailable here, so the smoke overlay falls back to
     the bundled digits (and their splits); the point trains, evaluates and is reported; a rerun skips it."""

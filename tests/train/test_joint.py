@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from supcon import workdir as wd
 from supcon.experiment import grid
 
@@ -48,6 +50,7 @@ def test_a_joint_run_trains_both_losses_in_one_stage_behind_a_stop_gradient(tmp_
         assert abs(a["contrastive"] - b["contrastive"]) <= 1e-5 * abs(b["contrastive"]), (a, b)
 
 
+@pytest.mark.slow  # the joint stage itself is tested above, in one trainer process
 def test_the_joint_recipe_runs_under_the_runner(tmp_path):
     """recipes/ablation_joint.gin's joint point, end to end with the smoke overlay (ImageNet -> digits)."""
     cmd = [

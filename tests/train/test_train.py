@@ -40,13 +40,10 @@ def train_records(workdir):
     return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One uninterrupted tiny run, shared by several tests."""
-    workdir = tmp_path_factory.mktemp("run") / "full"
-    proc = run_main(workdir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+@pytest.fixture
+def finished_run(tiny_run):
+    """The session's uninterrupted tiny run (tests/conftest.py)."""
+    return tiny_run
 
 
 def test_short_run_lowers_loss_and_writes_every_file(finished_run):
@@ -326,9 +323,10 @@ def first_losses(workdir, n=3):
 
 
 def test_two_logical_cpus_match_one_device(tmp_path):
-    common = [
+    common = [  # the losses are compared: mode 'train' skips the evaluation
         "train_and_evaluate.log_every_steps = 1", "PRETRAIN_EPOCHS = 0.375", "LINEAR_EPOCHS = 0.125",
         "resnet.sync_batch_norm = True", "train_and_evaluate.knn_k = 0", "train_and_evaluate.export_model = False",
+        "train_and_evaluate.mode = 'train'",
     ]
     one = run_main(tmp_path / "one", *common)
     two = run_main(tmp_path / "two", *common, "train_and_evaluate.topology = 'mirrored'", "train_and_evaluate.num_devices = 2")
@@ -472,6 +470,7 @@ def test_memory_queue_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_pat
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
 
 
+@pytest.mark.slow  # two trainer processes for an evaluation mode, not a result of the paper's method
 def test_continuous_eval_follows_a_trainer_and_finishes_after_the_final_checkpoint(finished_run, tmp_path):
     """A trainer ('train') and an evaluator ('continuous_eval') on one run dir: the evaluator evaluates the
     checkpoints it sees and writes result.json from the final one, equal to a train_then_eval run's; both logs

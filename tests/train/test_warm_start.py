@@ -42,13 +42,10 @@ def model_values(workdir) -> dict:
     return {k: reader.get_tensor(k) for k in keys}
 
 
-@pytest.fixture(scope="module")
-def source(tmp_path_factory):
-    """A finished tiny SupCon run (pretrain + linear), the encoder's source."""
-    workdir = tmp_path_factory.mktemp("source") / "supcon"
-    proc = run_main(workdir, TINY, "train_and_evaluate.export_model = False")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+@pytest.fixture
+def source(tiny_run):
+    """A finished tiny SupCon run (pretrain + linear), the encoder's source: the session's (tests/conftest.py)."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")
