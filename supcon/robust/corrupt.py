@@ -1,86 +1,8 @@
 """The 15 ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019) at 5 severities, as stateless TF functions.
 
-    corrupt(image, name, severity, seed, table=None) -> image
-    CORRUPTIONS[name](image, severity, seed, table=None) -> image
-
-`image` is one [H, W, C] image, C = 1 (grey) or 3 (colour), static H and W of any size, float in [0, 1] (or
-uint8, read as x / 255); the result is float32 [H, W, C] in [0, 1]. `seed` is an int or a [2] int tensor (as
-`tf.random.stateless_*`): the same seed gives the same image, eagerly or inside `tf.data` (e.g. seed =
-[SEED, example index]). Severity is a Python int in 1..5.
-
-Severity parameters: the published tables of the reference code (hendrycks/robustness,
-`ImageNet-C/create_c/make_imagenet_c.py` and `make_cifar_c.py`), reproduced in `SEVERITY_PARAMETERS`:
-  'imagenet-c'  (reference size 224 px) for images whose short side is above 32 px;
-  'cifar10-c'   (reference size 32 px) for short sides up to 32 px (Fashion-MNIST at 14 or 28 px, CIFAR,
-                the 8-px digits): CIFAR-10-C's table is the published small-image version, with milder noise
-                and JPEG levels and sub-pixel blur parameters. `table=` overrides the choice.
-
-| corruption        | parameters                   | imagenet-c (sev 1 .. 5)                            | cifar10-c (sev 1 .. 5)                             |
-|-------------------|------------------------------|----------------------------------------------------|----------------------------------------------------|
-| gaussian_noise    | std                          | .08 .12 .18 .26 .38                                | .04 .06 .08 .09 .10                                |
-| shot_noise        | photons per unit (Poisson)   | 60 25 12 5 3                                       | 500 250 100 75 50                                  |
-| impulse_noise     | salt-and-pepper fraction     | .03 .06 .09 .17 .27                                | .01 .02 .03 .05 .07                                |
-| defocus_blur      | disk radius, alias sigma     | (3,.1) (4,.5) (6,.5) (8,.5) (10,.5)                | (.3,.4) (.4,.5) (.5,.6) (1,.2) (1.5,.1)            |
-| glass_blur        | sigma, max shift, iterations | (.7,1,2) (.9,2,1) (1,2,3) (1.1,3,2) (1.5,4,2)      | (.05,1,1) (.25,1,1) (.4,1,1) (.25,1,2) (.4,1,2)    |
-| motion_blur       | radius, sigma (ImageMagick)  | (10,3) (15,5) (15,8) (15,12) (20,15)               | (6,1) (6,1.5) (6,2) (8,2) (9,2.5)                  |
-| zoom_blur         | zooms arange(1, stop, step)  | (1.11,.01) (1.16,.01) (1.21,.02) (1.26,.02) (1.31,.03) | (1.06,.01) (1.11,.01) (1.16,.01) (1.21,.01) (1.26,.01) |
-| snow              | loc, scale, zoom, threshold, blur radius, blur sigma, image mix | see SEVERITY_PARAMETERS | see SEVERITY_PARAMETERS |
-| frost             | image weight, frost weight   | (1,.4) (.8,.6) (.7,.7) (.65,.7) (.6,.75)           | (1,.2) (1,.3) (.9,.4) (.85,.4) (.75,.45)           |
-| fog               | strength, fractal decay      | (1.5,2) (2,2) (2.5,1.7) (2.5,1.5) (3,1.4)          | (.2,3) (.5,3) (.75,2.5) (1,2) (1.5,1.75)           |
-| brightness        | added HSV value              | .1 .2 .3 .4 .5                                     | .05 .1 .15 .2 .3                                   |
-| contrast          | factor about the mean        | .4 .3 .2 .1 .05                                    | .75 .5 .4 .3 .15                                   |
-| elastic_transform | alpha, sigma, affine (px)    | 244 x (2,.7,.1) (2,.08,.2) (.05,.01,.02) (.07,.01,.02) (.12,.01,.02) | 32 x (0,0,.08) (.05,.2,.07) (.08,.06,.06) (.1,.04,.05) (.1,.03,.03) |
-| pixelate          | size factor (BOX down, up)   | .6 .5 .4 .3 .25                                    | .95 .9 .85 .75 .65                                 |
-| jpeg_compression  | JPEG quality                 | 25 18 15 10 7                                      | 80 65 58 50 40                                     |
-
-Scaling to other sizes. The pixel-wise corruptions (the three noises, brightness, contrast, JPEG) and
-pixelate (its parameter is a fraction of the size) run at the image's own size. The spatial ones (the four
-blurs, snow, frost, fog, elastic) are defined at the table's reference size R (32 or 224). An image of short side S < R is
-enlarged by the integer factor k = round(R / S) (nearest neighbour), corrupted at S*k ~ R with the published
-parameters, and shrunk back by averaging k x k blocks. That is the same as scaling every spatial parameter
-(blur radii and sigmas, glass-blur shift, motion length, zoom, snowflake size and streak, frost and fog
-texture scale, elastic displacement and smoothness) by 1/k, including the sub-pixel ones a
-parameter rescaling cannot express, and it is exactly the identity on an uncorrupted image: the damage
-measured is the corruption's alone. E.g. Fashion-MNIST at 14 px is corrupted at 28 px, the 8-px digits at
-32 px, CIFAR at 32 px (k = 1), a 64-px image under 'imagenet-c' at 256 px. Images larger than R (k = 1) are
-corrupted at their own size with the published parameters, unscaled.
-
-Differences from the reference code, all deliberate:
-  * frost: the reference blends crops of five frost photographs that are not available offline. We
-    synthesise the layer (`corruption_ops.frost_texture`): ridged multi-octave value noise (thin bright veins
-    over coarser structure) plus randomly placed and oriented straight needles, zero mean and unit std, with
-    about the photographs' grey autocorrelation at 1-8 px, scaled per channel to the mean and within-crop std measured on one of the five photographs
-    (drawn uniformly, as the reference draws the photograph; measured on 224-px crops at full resolution for
-    'imagenet-c' and on 32-px crops of the 0.2x-shrunk photographs for 'cifar10-c', as the reference crops).
-  * glass blur "swaps" pixels in the reference with `x[h, w], x[h', w'] = x[h', w'], x[h, w]`, which on a
-    colour numpy image copies the neighbour into (h, w) and leaves the neighbour unchanged (the right-hand
-    side holds views). The published datasets were made that way, so each visited pixel takes a random
-    neighbour's current value, here too (grey images included; a true swap would let pixels drift far).
-  * Everything stays in float: the reference rounds to uint8 between steps (glass blur, snow) and at the end
-    (and ImageNet-C's files are JPEGs of quality 85); we do not, except JPEG itself.
-  * zoom blur and snow zoom about the centre by exact bilinear sampling; the reference crops ceil(H / z)
-    pixels and enlarges them, which shifts the sampling grid by under a pixel.
-  * Grey images: brightness adds to the value (= the grey level), snow uses the image as its own grey, frost
-    uses the luminance of the frost layer. The reference assumes colour.
-  * The reference loops over a square 224 (or 32) image; every operation here takes any H x W.
-
-Severity and damage. On natural-looking test images (tests/robust/test_corruptions.py) the PSNR to the clean image
-falls with severity for most corruptions under both tables, but not for every published setting:
-  * frost: the image weight falls while the bright layer is added, so the mean shifts partly cancel; the loss
-    of structure (1 - correlation) grows instead.
-  * glass blur: CIFAR-10-C severities 1 and 2 differ only by a Gaussian whose off-centre weights are < 1e-3,
-    and the stronger second blur of 3 and 5 smooths the copying noise (PSNR 25.3, 25.4, 26.2, 22.1, 22.7 dB
-    at 32 px); ImageNet-C's 4 is milder than its 3.
-  * elastic: the published affine part shrinks with severity while the elastic field grows (CIFAR-10-C PSNR
-    rises, 20.7 .. 25.0 dB at 32 px; ImageNet-C's 1-2 are large smooth warps, 3-5 local ones).
-  * CIFAR-10-C motion blur 3 and 4 are the same blur (radius 6 vs 8 at sigma 2: the extra taps weigh < 1e-9).
-  * pixelate at 14 px shrinks to 13 .. 9 px, where PIL's BOX filter only drops and repeats pixels: the
-    damage depends on which (35.6, 27.4, 29.3, 27.2, 28.7 dB).
-
-Implementation: pure TensorFlow ops (stateless random ops, matmul filters, depthwise convolution,
-`crop_and_resize`, gathers, `tf.io.encode_jpeg`/`decode_jpeg`), so each corruption runs inside `tf.data`,
-except glass blur's sequential pixel copies, which are a numpy loop in `tf.numpy_function` (one per image:
-about 1 ms at 32 px, 0.3 s at 224 px). Per 224-px image the others take about 1-40 ms on 2 CPU cores.
+`corrupt(image, name, severity, seed, table=None)` corrupts one [H, W, C] image in [0, 1]; the same seed gives the
+same image, eagerly or inside `tf.data`. Severity parameters, scaling to small images and every deliberate
+difference from the reference code: docs/robustness.md.
 """
 
 import numpy as np

@@ -1,41 +1,9 @@
-"""Robustness evaluation: the eval split under the ImageNet-C corruptions (top-1 and ECE per set), and the
-reliability diagrams of calibration.json.
+"""Scores a trained predictor on corrupted test sets: top-1 and ECE per corruption and severity, their means, and
+the reliability diagrams of calibration.json.
 
-Asked for by `train_and_evaluate.corruptions` (names, severities and result.json keys: `supcon.robust.spec`).
-Every corruption x severity is scored on the whole eval split (its first eval_max_examples examples).
-
-Where the corrupted images come from, `train_and_evaluate.corruption_source`:
-  'synthetic'  `supcon.robust.corrupt` applied here. Each test image is decoded and passed through eval_preprocess
-               (so it is at the model's input size: ImageNet-C corrupts the final 224 crop), corrupted, rounded
-               to uint8 (ImageNet-C and CIFAR-10-C are stored as uint8 images), then normalized. Example i of
-               corruption c (its index in the paper's list) at severity s gets the stateless seed
-               `example_seed(i, c, s)`: the same for every run, model and batch size, so each corrupted test set
-               is a fixed data set that runs share.
-  'tfds'       the published sets as tfds prepares them, `<dataset>_corrupted/<config>_<s>` (`tfds_config`:
-               cifar10_corrupted calls glass blur 'frosted_glass_blur' and elastic transform 'elastic';
-               imagenet2012_corrupted uses the names here), the eval split read from data_dir, never downloaded:
-               a set that is not prepared is a one-line error. Their images are already the final crop (ImageNet-C:
-               the 224 centre crop; CIFAR-10-C: 32 x 32), so they are only resized to the model input when their
-               size differs, then normalized.
-  'auto'       'tfds' when the dataset is cifar10 or imagenet2012 and every requested set is prepared, else
-               'synthetic'.
-
-Cache (synthetic sets). Corrupting costs more than the model's forward passes, and every run of a grid on the
-same data would pay it again: the 75 sets of Fashion-MNIST's 10,000 test images at 14 x 14 took 354 s to corrupt
-and score, 110 s to score from the cache (ResNet-18 x0.125; 2-core AVX-512 BF16 CPU shared with another training
-run, so about half of it). So each corrupted set is kept as a uint8 .npy file (1.9 MB per set there) under
-`train_and_evaluate.corruption_cache_dir` ('auto':
-`<data_dir or supcon.data.default_data_dir()>/corrupted`, shared by every run that reads that data; None: no cache):
-    <cache>/<dataset>-<split>-<H>x<W>x<C>-n<N>-<key>/<corruption>_<severity>.npy   uint8 [N, H, W, C]
-<key> hashes the clean preprocessed test images themselves (so it follows the dataset, split, example count, image
-size and every preprocessing setting), the corruption code (supcon/corruption*.py) and the seed scheme. A file
-is written under a temporary name and renamed (os.replace), under a file lock so that concurrent runs corrupt a
-set once; a reader sees a whole file or none. Cached and freshly corrupted sets hold the same uint8 images, so a
-run scores the same with or without the cache.
-
-Calibration: per set, the ECE of the softmax (15 equal-width bins, `supcon.robust.metrics`); calibration.json holds the
-clean test set's reliability diagram and, per severity, the diagram of every corrupted set at that severity pooled
-(so its ECE is not the mean of the per-set ECEs that `corruption/severity_<s>/ece` reports).
+The sets are synthetic (`supcon.robust.corrupt`, cached as uint8 files) or the published tfds ones; the trainer
+passes its predictor and the settings in (`Request`), so nothing here knows the training. Details:
+docs/robustness.md.
 """
 
 from __future__ import annotations
