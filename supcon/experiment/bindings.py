@@ -1,32 +1,7 @@
 """Bindings that nothing reads: a typo in a macro, a scope or an override is an error, with the nearest name.
 
-Gin itself rejects an unknown configurable or parameter (`contrastive.temperatur`), but it accepts a macro that
-no binding refers to (`--gin_param "TEMPERATUR=0.2"`: the run silently keeps the recipe's temperature), a
-binding in a scope that nothing enters (`supconn/contrastive.temperature`), and a reference to a macro that is
-never bound (it fails only when, and if, the binding is called). These checks read the recipe as text
-(`supcon.experiment.recipe`, no TensorFlow), so the runner applies them before anything starts and the trainer applies the
-same ones to a run started by hand.
-
-What "read" means, per kind of binding:
-
-* A macro `NAME = value` is read when some binding refers to `%NAME` (directly, or through a macro that is read),
-  when it is a grid key (the runner and the reporter read those by name) or when the code reads it by name
-  (`RUNTIME_MACROS`: METHOD, the root's gin scope).
-* A scoped binding `a/b/configurable.param = value` is read only inside the scopes a and b. A scope is entered
-  by evaluating a reference written in that scope (`@pretrain/stage()`) or, for the root, by METHOD.
-
-Three checks, the last one per grid, because a protocol file may bind holes for methods a grid does not run:
-
-1. A reference to a macro that nothing binds (in any file); and, everywhere but in overlays (the smoke overlay
-   and a point's own bindings are generic): a macro that nothing refers to at all, a scope that no reference
-   and no METHOD value names.
-2. When the recipe binds the root per method (scoped bindings whose scope is a METHOD value), a point whose
-   METHOD names no such scope (`METHOD = 'supcom'`).
-3. For the recipe file itself and the --gin_param overrides (what the user wrote for this grid): a macro or a
-   scoped binding that no point of the grid reads. A point's live scopes start from its METHOD and grow with the
-   references of every binding whose scopes are all live, and of every macro it reads, until nothing changes;
-   unscoped bindings always count as live. This over-approximates what gin reads (it ignores which binding of
-   a key wins, and whether a configurable is called at all), so it never rejects a binding that a point reads.
+Read from the recipe text (no TensorFlow), so the runner checks before anything starts and the trainer applies
+the same checks to a run started by hand. What counts as read, and the three checks: docs/recipes.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,7 @@
 """A trainer process that serves many grid points: the runner's side (`Worker`) and the trainer's (`serve`).
 
-Importing TensorFlow and tracing the first functions cost a trainer process about 10 s on a 2-core CPU, more
-than a smoke point's whole training. So by default the runner keeps one trainer process per job and sends it
-the points one after another, instead of starting `python -m supcon.main` per point.
-
-Protocol: the runner writes one JSON request per line to the process's stdin, and reads one JSON reply per
-line from a pipe passed as `--reply_fd` (stdout and stderr stay free for logs):
-  {"op": "validate", "spec": PATH}                       -> {"code": int, "results": [{"name", "error"}, ...]}
-  {"op": "train", "workdir", "gin_files", "gin_params", "log": PATH}
-                                                         -> {"code": int} (the exit code a one-shot run gives)
-                                                            The same request scores a finished point without
-                                                              training: the runner adds the gin_param
-                                                              "train_and_evaluate.mode = 'eval'" (launch.py,
-                                                              EVAL_MODE_PARAM), which the point's run obeys
-                                                            {"code": ..., "retire": true}: the process exits
-                                                              after this point (it cannot serve another one)
-                                                            {"restart": true}: not run; send it to a fresh
-                                                              process (e.g. it needs other logical devices)
-  {"op": "exit"} or end of input                         -> the process exits 0
-While a request is handled, file descriptors 1 and 2 (Python's and TensorFlow's C++ output alike) are appended to
-the request's `log`, so each point's log holds its own output as with a one-shot process.
-A process that dies (a crash, the OOM killer, a signal) ends its point with the exit status as the reason; the
-runner starts a fresh process for the next point.
-
-No TensorFlow here: the runner imports this module.
+One process per job pays TensorFlow's import and first tracing once; requests and replies are JSON lines
+(docs/architecture.md has the protocol). No TensorFlow here: the runner imports this module.
 """
 
 from __future__ import annotations
