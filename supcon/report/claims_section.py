@@ -7,6 +7,7 @@ TensorFlow.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from supcon.report import claims
@@ -37,6 +38,28 @@ BAR_LEGEND = (
 Below = Sequence[tuple[str, float]]  # (row, points above pixel logistic regression)
 
 
+@dataclasses.dataclass(frozen=True)
+class Tested:
+    """The verdicts a report prints, and for each the compared rows below the CPU-scale bar (`below` is None when
+    the report has no bar: no single data setting with pixel baselines). The Claims section and the report's
+    claims.json (`supcon.report.claims_record`) are both written from it."""
+
+    verdicts: list[claims.Verdict]
+    below: list[Below] | None
+
+
+def tested_claims(
+    runs: list[Run], spec: dict, within: list[str], pixel_top1: float | None = None
+) -> Tested | None:
+    """The verdicts of the claims `spec['claims']` names (None when it names none), each with its rows below the
+    CPU-scale bar when `pixel_top1` is given (see `claims_section`)."""
+    if not spec.get("claims"):
+        return None
+    verdicts = claims.evaluate_claims(spec["claims"], runs, within)
+    below = None if pixel_top1 is None else [below_bar(v, pixel_top1) for v in verdicts]
+    return Tested(verdicts, below)
+
+
 def format_p(p: float | None) -> str:
     """A p value: three decimals, or scientific below 0.001."""
     if p is None:
@@ -44,7 +67,8 @@ def format_p(p: float | None) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def _paper(claim: claims.Claim) -> str:
+def paper_cell(claim: claims.Claim) -> str:
+    """The paper's numbers for a claim and where they come from, as the Claims section shows them."""
     numbers = ""
     if claim.paper_a is not None and claim.paper_b is not None:
         numbers = f"{format_paper(claim.paper_a)} vs {format_paper(claim.paper_b)}"
@@ -110,7 +134,7 @@ def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None = None
             [
                 claim,
                 v.claim.source,
-                _paper(v.claim),
+                paper_cell(v.claim),
                 format_estimate(v),
                 test,
                 MISSING if est is None else est.n,
@@ -128,6 +152,7 @@ def claims_section(
     extra: list[str] = (),
     real_data: bool = False,
     pixel_top1: float | None = None,
+    tested: Tested | None = None,
 ) -> list[str]:
     """`## Claims`: the summary line, the verdicts table and the legend; when no claim is named, a line saying so
     with `extra` (empty when there is neither).
@@ -141,6 +166,8 @@ def claims_section(
       real_data: the report compares its runs with raw-pixel baselines (a real dataset).
       pixel_top1: raw-pixel logistic regression's top-1 on the runs' one data setting, or None: each verdict
         then names the rows it compares that are below the CPU-scale bar (`report_baselines.below_bar`).
+      tested: the verdicts as `tested_claims(runs, spec, within, pixel_top1)` gives them, when the caller has them
+        already (the reporter writes the same ones to claims.json); computed here otherwise.
     """
     if not spec.get("claims"):
         if not (extra or real_data):
@@ -148,8 +175,8 @@ def claims_section(
         # A report on real data says so too when it tests none of the paper's claims, beside the pixel comparison.
         lines = ["## Claims", "", "**No claim of the paper is tested by this grid** (`report.claims` names none).", ""]
         return lines + ([*extra, ""] if extra else ["Each row against raw pixels: Raw-pixel baselines below.", ""])
-    verdicts = claims.evaluate_claims(spec["claims"], runs, within)
-    below = None if pixel_top1 is None else [below_bar(v, pixel_top1) for v in verdicts]
+    tested = tested or tested_claims(runs, spec, within, pixel_top1)
+    verdicts, below = tested.verdicts, tested.below
     summary = " ".join(filter(None, [claims.summary(verdicts), bar_summary(below or [])]))
     header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
     lines = ["## Claims", "", f"**{summary}**", ""]
