@@ -14,9 +14,15 @@ Layout of one run directory::
                           recorded, used as it is)
     config.gin            the gin config as parsed (files + bindings)
     operative_config.gin  the values gin actually used
-    env.json              git SHA and dirty flag, package versions, devices, strategy, replicas
+    env.json              git SHA and dirty flag (supcon/, runner.py or recipes/ differ from the commit), the dirty
+                          paths and the patch's sha256, package versions, devices, strategy, replicas
+    uncommitted.patch     only when the code was dirty: `git diff HEAD` of supcon/, runner.py and recipes/ with their
+                          untracked files as new files; `git apply` on the commit gives the code the run ran
     metrics.jsonl         append-only, one JSON object per log interval and per evaluation
     tb/                   TensorBoard events
+    hparams/              TensorBoard's HParams session of the run: its grid values and main settings (at the start)
+                          and its final metrics (at the end), for the HParams dashboard of `tensorboard --logdir
+                          runs/<recipe>`
     ckpt/                 checkpoints (tf.train.CheckpointManager)
     export/               SavedModel: images -> embeddings, logits
     embeddings.npz        test-set encoder embeddings and labels (for the reporter's plots)
@@ -27,9 +33,9 @@ Layout of one run directory::
     result.json           final flat metrics, written last and atomically: its presence means done. Scoring a
                           finished run again (mode 'eval', e.g. with train_and_evaluate.corruptions) rewrites it
                           atomically with the old fields kept and the new metrics added or updated
-    eval_config.gin, eval_operative_config.gin, eval_env.json
-                          what config.gin, operative_config.gin and env.json record, for the latest run in mode
-                          'eval' (which leaves the training's records as they are)
+    eval_config.gin, eval_operative_config.gin, eval_env.json, eval_uncommitted.patch
+                          what config.gin, operative_config.gin, env.json and uncommitted.patch record, for the
+                          latest run in mode 'eval' (which leaves the training's records as they are)
     claim.json            the runner's claim on the point (host, pid, heartbeat time)
     log.txt               the subprocess's stdout and stderr (written by the runner)
 """
@@ -54,6 +60,8 @@ OPERATIVE_CONFIG = "operative_config.gin"
 ENV = "env.json"
 METRICS = "metrics.jsonl"
 TB_DIR = "tb"
+HPARAMS_DIR = "hparams"  # TensorBoard's HParams session (supcon.train.hparams)
+PATCH = "uncommitted.patch"  # the uncommitted changes the run ran with (supcon.train.runinfo)
 CKPT_DIR = "ckpt"
 EXPORT_DIR = "export"
 EMBEDDINGS = "embeddings.npz"
@@ -69,6 +77,7 @@ RECORDED = "recorded"  # a point finished on another machine: its record is comm
 EVAL_CONFIG = "eval_config.gin"
 EVAL_OPERATIVE_CONFIG = "eval_operative_config.gin"
 EVAL_ENV = "eval_env.json"
+EVAL_PATCH = "eval_uncommitted.patch"
 
 # point.json fields: the settings a point trains with (see the layout above).
 TRAINING_SETTINGS = "training_settings"
@@ -142,13 +151,14 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(json.loads(json.dumps(obj, default=_json_default))), sort_keys=True)
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` so that readers see the old file or the new one, never half of it."""
+def write_text_atomic(path: str, text: str | bytes) -> None:
+    """Writes `text` (or bytes, as they are) to `path` so that readers see the old file or the new one, never half
+    of it."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path), suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

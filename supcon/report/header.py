@@ -2,7 +2,8 @@
 
 So that nobody mistakes a CPU digits run for a CIFAR-10 result, every report opens with one plain sentence
 on the scale (dataset, image size, encoder, epochs, batch, hardware, from `env.json`), the git SHA(s), the
-package versions, the count of points done/failed/missing and the training wall time. No TensorFlow.
+package versions, the count of points done/failed/missing and the training wall time; and, when some runs came
+from uncommitted code, which ones, with links to their patches in the run records beside the report. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -118,12 +119,47 @@ def provenance(runs: list[Run]) -> list[str]:
             shas[sha] = shas.get(sha, 0) + 1
     code = ", ".join(f"{s} ({n} runs)" if len(shas) > 1 else s for s, n in sorted(shas.items()))
     lines.append(f"- **Code:** git {code or MISSING}.")
+    lines += uncommitted_code(runs)
     versions: dict[str, set] = {}
     for run in runs:
         for name, version in (run.env.get("versions") or {}).items():
             versions.setdefault(name, set()).add(str(version))
     text = ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in sorted(versions.items()))
     lines.append(f"- **Versions:** {text or MISSING}.")
+    return lines
+
+
+def _patch_link(run: Run) -> str:
+    """A link from the report's README to the run's patch in its record (`runs/<slug>/uncommitted.patch`); a
+    running or unfinished run has no record yet, its patch is in its run dir."""
+    if run.state in (workdir.DONE, workdir.FAILED):  # recorded beside the report (supcon.report.records)
+        return f"[`{run.slug}`]({workdir.RECORDS_DIR}/{run.slug}/{run.env.get('git_patch') or workdir.PATCH})"
+    return f"`{run.slug}` (not finished: its patch is in its run dir)"
+
+
+def uncommitted_code(runs: list[Run], shown: int = 3) -> list[str]:
+    """Which runs came from uncommitted code (env.json `git_dirty`: supcon/, runner.py or recipes/ differed from the
+    commit), one line per distinct patch with its first `shown` dirty paths and links to the runs' patches; no line
+    when every run is clean."""
+    dirty = [r for r in runs if r.env.get("git_dirty")]
+    if not dirty:
+        return []
+    groups: dict[tuple, list[Run]] = {}
+    for run in dirty:
+        key = (run.env.get("git_patch_sha256"), tuple(run.env.get("git_dirty_paths") or ()))
+        groups.setdefault(key, []).append(run)
+    started = sum(bool(r.env) for r in runs)
+    lines = [
+        f"- **Uncommitted code:** {len(dirty)} of {started} runs ran with changes to supcon/, runner.py or "
+        "recipes/ that are not in their commit; `git apply` of a run's patch on its commit gives the code it ran:"
+    ]
+    for (digest, paths), members in groups.items():
+        if not digest:
+            names = ", ".join(f"`{r.slug}`" for r in members)
+            lines.append(f"  - no patch recorded (env.json from before patches were kept): {names}")
+            continue
+        where = ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+        lines.append(f"  - patch `{digest[:8]}` ({where}): {', '.join(_patch_link(r) for r in members)}")
     return lines
 
 

@@ -25,7 +25,8 @@ from supcon.report import plots as report_plots
 RECORDS = workdir.RECORDS_DIR  # the records' folder inside a report's folder
 CURVE_POINTS = 100  # training lines of metrics.jsonl kept per stage, evenly spaced (the last one always)
 SIGNIFICANT = 6  # digits kept of a logged float
-COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.CONFIG)
+COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.CONFIG,
+          workdir.PATCH)
 RECORDED_STATES = (workdir.DONE, workdir.FAILED)  # a running or interrupted point is recorded once it ends
 
 

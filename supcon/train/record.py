@@ -3,7 +3,8 @@
 At the start, `write_start` writes env.json (`supcon.train.runinfo`) and the operative gin config; while training,
 `Logger` appends a metrics.jsonl record, TensorBoard scalars and a progress line per logging interval (and per
 evaluation); at the end, `finish` writes the embeddings, the SavedModel export, calibration.json and the status,
-then result.json last: its presence means the run is done.
+the final metrics of its HParams session (`supcon.train.hparams`), then result.json last: its presence means the
+run is done.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import tensorflow as tf
 
 from supcon import workdir as wd
 from supcon.robust import spec as corruption_spec
-from supcon.train import evaluate, runinfo, stages
+from supcon.train import evaluate, hparams, runinfo, stages
 from supcon.train.run import Run
 
 
 def write_start(run: Run, mode: str) -> None:
-    """env.json and operative_config.gin; mode 'eval' (e.g. scoring a finished run on corrupted sets) writes its
-    own eval_ copies and keeps the training's records."""
-    runinfo.write_env(run, wd.EVAL_ENV if mode == "eval" else wd.ENV)
+    """env.json (and the patch of uncommitted code) and operative_config.gin; mode 'eval' (e.g. scoring a finished
+    run on corrupted sets) writes its own eval_ copies and keeps the training's records."""
+    runinfo.write_env(run, wd.EVAL_ENV if mode == "eval" else wd.ENV)  # with its patch when the code is dirty
     operative = wd.EVAL_OPERATIVE_CONFIG if mode == "eval" else wd.OPERATIVE_CONFIG
     wd.write_text_atomic(os.path.join(run.dir, operative), gin.operative_config_str())
 
@@ -88,7 +89,8 @@ def _duration(seconds: float) -> str:
 
 
 def finish(run: Run, metrics: dict, test: dict, logger: Logger, previous: dict | None = None):
-    """Writes embeddings, the export, calibration.json and status, then result.json last (its presence means done).
+    """Writes embeddings, the export, calibration.json, the HParams session's final metrics and status, then
+    result.json last (its presence means done).
 
     `previous`: the result.json of a finished run scored again (mode 'eval'); its fields are kept (the training's
     totals among them) and the new metrics added or updated; an existing export is kept.
@@ -116,6 +118,8 @@ def finish(run: Run, metrics: dict, test: dict, logger: Logger, previous: dict |
     if previous is not None:
         result = {**previous, **metrics}
     wd.write_json_atomic(os.path.join(run.dir, wd.CALIBRATION), run.calibration)
+    if os.path.isdir(hparams.session_dir(run.dir)):  # the session `hparams.start` opened: the chief's
+        hparams.finish(run, metrics)
     logger.close()  # TensorBoard's events are on disk before result.json says the run is done
     wd.write_status(run.dir, wd.DONE, metrics["step"])
     wd.write_json_atomic(os.path.join(run.dir, wd.RESULT), result)

@@ -4,8 +4,9 @@ The gin root's arguments are the run's settings (recipes bind them, `train_and_e
 checked once into a `supcon.train.config.RunConfig` (mode 'validate' stops there and returns it: the runner's
 check of every grid point, and `supcon.train.describe`'s input). Otherwise the process-wide TF settings (seed,
 determinism, mixed precision) are set, the `supcon.train.run.Run` is built, its start records are written
-(`supcon.train.record`) and the mode runs: train the stages in order and/or evaluate (once, or each new checkpoint
-in 'continuous_eval'), then `record.finish` writes the results.
+(`supcon.train.record`; TensorBoard's HParams session, `supcon.train.hparams`) and the mode runs: train the stages
+in order and/or evaluate (once, or each new checkpoint in 'continuous_eval'), then `record.finish` writes the
+results.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from supcon import augment
 from supcon import workdir as wd
 from supcon.model import heads
 from supcon.train import config as run_config
-from supcon.train import record
+from supcon.train import hparams, record
 from supcon.train import run as trainer
 
 MODES = ("train", "eval", "train_then_eval", "continuous_eval")
@@ -178,6 +179,8 @@ def train_and_evaluate(
     tf.keras.mixed_precision.set_global_policy("mixed_bfloat16" if bfloat16 else "float32")
     run = trainer.Run(workdir, config, bfloat16)
     record.write_start(run, mode)
+    if run.dir == workdir:  # the chief: the other workers of a multi-host run write under worker-<i>/
+        hparams.start(run)  # the run's HParams session, listed in TensorBoard from now on
     logger = record.Logger(run)
     try:
         return _run_mode(run, logger, mode)

@@ -4,6 +4,7 @@ The git state is read from a temporary repository; the run is a stand-in with th
 (`supcon.train.run.Run`'s), so every expected value below is written out by hand.
 """
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -27,19 +28,20 @@ def repo(tmp_path):
     root = tmp_path / "repo"
     root.mkdir()
     _git(root, "init", "-q")
-    (root / "a.py").write_text("x = 1\n")
-    _git(root, "add", "a.py")
+    (root / "supcon").mkdir()
+    (root / "supcon" / "a.py").write_text("x = 1\n")
+    _git(root, "add", "supcon/a.py")
     _git(root, "commit", "-q", "-m", "first")
     return root
 
 
-def test_git_state_is_the_head_commit_and_whether_tracked_files_changed(repo):
+def test_git_state_is_the_head_commit_and_whether_the_code_changed(repo):
     head = _git(repo, "rev-parse", "HEAD")
     assert len(head) == 40
     assert runinfo.git_state(str(repo)) == (head, False)
     (repo / "notes.txt").write_text("untracked\n")
-    assert runinfo.git_state(str(repo)) == (head, False)  # untracked files do not make it dirty
-    (repo / "a.py").write_text("x = 2\n")
+    assert runinfo.git_state(str(repo)) == (head, False)  # outside supcon/, runner.py and recipes/: clean
+    (repo / "supcon" / "a.py").write_text("x = 2\n")
     assert runinfo.git_state(str(repo)) == (head, True)
     _git(repo, "commit", "-q", "-am", "second")
     second = _git(repo, "rev-parse", "HEAD")
@@ -92,12 +94,14 @@ def _run(tmp_path, mixed_precision=False):
 
 
 def test_env_json_records_the_code_the_packages_and_the_scale(tmp_path, monkeypatch):
-    monkeypatch.setattr(runinfo, "git_state", lambda: ("0123abc", True))
+    monkeypatch.setattr(runinfo, "code_state", lambda: runinfo.CodeState("0123abc", ("supcon/a.py",), b"a patch\n"))
     monkeypatch.setattr(runinfo.os, "cpu_count", lambda: 6)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     runinfo.write_env(_run(tmp_path))
     env = json.loads((tmp_path / wd.ENV).read_text())
-    assert (env["git_sha"], env["git_dirty"]) == ("0123abc", True)
+    assert (env["git_sha"], env["git_dirty"], env["git_dirty_paths"]) == ("0123abc", True, ["supcon/a.py"])
+    assert (tmp_path / wd.PATCH).read_bytes() == b"a patch\n" and env["git_patch"] == wd.PATCH
+    assert env["git_patch_sha256"] == hashlib.sha256(b"a patch\n").hexdigest()
     assert env["versions"]["python"] == platform.python_version() and env["versions"]["numpy"] == np.__version__
     assert env["strategy"] == "OneDeviceStrategy" and env["replicas"] == 1
     assert env["mixed_precision"] is False and env["onednn"] == "0"
@@ -117,12 +121,14 @@ def test_env_json_records_the_code_the_packages_and_the_scale(tmp_path, monkeypa
 
 
 def test_env_json_of_a_mixed_precision_evaluation(tmp_path, monkeypatch):
-    monkeypatch.setattr(runinfo, "git_state", lambda: ("0123abc", False))
+    monkeypatch.setattr(runinfo, "code_state", lambda: runinfo.CodeState("0123abc"))
+    (tmp_path / wd.PATCH).write_bytes(b"the training's patch\n")
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     run = _run(tmp_path, mixed_precision=True)
     run.encoder.architecture, run.encoder.cifar_stem = "resnext", False
     runinfo.write_env(run, wd.EVAL_ENV)
-    assert not (tmp_path / wd.ENV).exists()
+    assert not (tmp_path / wd.ENV).exists() and not (tmp_path / wd.EVAL_PATCH).exists()
+    assert (tmp_path / wd.PATCH).read_bytes() == b"the training's patch\n"  # the training's records stay
     env = json.loads((tmp_path / wd.EVAL_ENV).read_text())
     assert env["mixed_precision"] is True and env["onednn"] == "TF default" and env["git_dirty"] is False
     assert env["scale"]["encoder"] == "ResNeXt-18 x0.25, ImageNet stem (0.50 M params), input 8x8x1, mixed bfloat16"
