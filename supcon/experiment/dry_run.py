@@ -13,7 +13,8 @@ from supcon.experiment.shown import count, rel
 
 
 def describe_grid(plan: Plan) -> str:
-    """`recipes/x.gin: 6 points (points 2 x SEED 3)`, with how many are selected and whose runs it reads."""
+    """`recipes/x.gin: 6 points (points 2 x SEED 3)`, with how many are selected and whose runs it reads; then a
+    line per damaged file of the run records beside the report (`Plan.damaged_records`)."""
     recipe = plan.recipe
     sizes = ([f"points {len(recipe.points)}"] if recipe.points else []) + [
         f"{k} {len(v)}" for k, v in recipe.axes.items()
@@ -23,7 +24,7 @@ def describe_grid(plan: Plan) -> str:
     text = f"{rel(recipe.path)}: {n} point{'' if n == 1 else 's'}{shape}"
     if len(plan.points) != len(plan.grid_points):
         text += f", {len(plan.points)} selected"
-    return text + _runs_of_note(plan)
+    return text + _runs_of_note(plan) + "".join("\n" + p.line(rel) for p in plan.damaged_records)
 
 
 def _runs_of_note(plan: Plan) -> str:

@@ -13,6 +13,7 @@ from supcon.experiment import environment, grid, reuse, scoring
 from supcon.experiment.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
 from supcon.experiment.options import SMOKE_GIN, Options, UsageError
 from supcon.experiment.shown import rel, repo_path
+from supcon.report import data as report_data
 from supcon.robust import spec as corruption_spec
 
 UNUSABLE = "unusable"  # a point whose run dir holds something it cannot use (see workdir.run_problem)
@@ -42,6 +43,7 @@ class Plan:
     copies: dict = dataclasses.field(default_factory=dict)  # point id -> another recipe's run dir to copy (reuse_from)
     copied: dict = dataclasses.field(default_factory=dict)  # point id -> the run dir copied by this runner
     recorded: dict = dataclasses.field(default_factory=dict)  # point id -> its finished record beside the report
+    damaged_records: list = dataclasses.field(default_factory=list)  # report_data.RecordProblem, one per damaged file
 
     @property
     def trainer_recipe(self) -> grid.Recipe:
@@ -119,43 +121,58 @@ def make_plan(argv: list[str], options: Options) -> Plan:
         except ValueError as e:
             raise UsageError(f"point {point.slug}: {' '.join(str(e).split())}") from None
     _check_existing(plan)
-    plan.recorded = find_records(plan)
+    plan.recorded, plan.damaged_records = find_records(plan, strict=not options.report_only)
     plan.copies = plan_copies(plan, options.runs_dir)
     return plan
 
 
-def find_records(plan: Plan) -> dict[str, str]:
+def find_records(plan: Plan, strict: bool = True) -> tuple[dict[str, str], list[report_data.RecordProblem]]:
     """{point id: record} of the grid's points whose finished record is beside the report
-    (<report>/runs/<slug>/, supcon.report.records) and no run here, so they count as finished here too. A damaged
-    record is left to the report, which lists it; one trained with other settings than its point's now is an
-    error.
+    (<report>/runs/<slug>/, supcon.report.records) and no run here, so they count as finished here too; and what is
+    wrong with the damaged records (`supcon.report.data.record_problems`: the runner names each file in one line).
+    A record that cannot be used is not counted (its point is trained here, or the report lists it as not run).
+
+    With `strict` (not --report_only) only the records that count are checked against their point's settings now;
+    else every finished or failed record of the grid, whatever run dir is here (--report_only reads none).
 
     Raises:
-      UsageError: a record whose settings differ from its point's (one line naming both).
+      UsageError: with `strict`, a record whose settings differ from its point's now (one line naming both); else
+        the record is one of the damaged ones (the report leaves it out and names it).
     """
     folder = os.path.join(plan.report_out, workdir.RECORDS_DIR)
+    damaged = report_data.record_problems(folder, plan.recipe.runs_stem)
+    unused = {p.slug for p in damaged if not p.used}
     ids = {p.id: p for p in plan.grid_points}
     found = {}
     for slug in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         record = os.path.join(folder, slug)
-        point, why = workdir.read_object(os.path.join(record, workdir.POINT))
-        if why or not point or point.get("id") not in ids or workdir.point_status(record) != workdir.DONE:
+        if slug in unused or slug.startswith(".") or not os.path.isdir(record):
             continue
-        if workdir.read_object(os.path.join(record, workdir.RESULT))[1]:
-            continue  # an unreadable result: not finished; the report lists it
-        mine = ids[point["id"]]
-        if workdir.point_status(plan.run_dir(mine)) != reuse.NEW:
-            continue  # a run dir here governs the point (checked as such); the report refreshes its record
+        point, _ = workdir.read_object(os.path.join(record, workdir.POINT))
+        if not point or point.get("id") not in ids:
+            continue  # a point no longer in the grid: the report counts it
+        mine, done = ids[point["id"]], workdir.point_status(record) == workdir.DONE
+        if strict and (not done or workdir.point_status(plan.run_dir(mine)) != reuse.NEW):
+            continue  # a failed record (trained again here), or a run dir here governs the point (checked as such)
         settings = plan.settings.get(mine.id) or grid.point_settings(plan.trainer_recipe, mine)
         recorded = workdir.recorded_settings(point)
         if recorded is not None and (mismatch := run_settings_mismatch(recorded, settings)):
-            raise UsageError(
-                f"{rel(record)}: recorded with other settings than {rel(plan.recipe.path)}'s point {mine.slug} now: "
-                f"{mismatch.replace('(recipe now)', '(recipe)').replace('(run)', '(record)')}; remove the record "
-                "to train the point again"
-            )
-        found[point["id"]] = record
-    return found
+            mismatch = mismatch.replace("(recipe now)", "(recipe)").replace("(run)", "(record)")
+            if strict:
+                raise UsageError(
+                    f"{rel(os.path.join(record, workdir.POINT))}: recorded with other settings than "
+                    f"{rel(plan.recipe.path)}'s point {mine.slug} now: {mismatch}; remove the record to train the "
+                    "point again"
+                )
+            damaged.append(report_data.RecordProblem(
+                slug, os.path.join(record, workdir.POINT),
+                f"was trained with other settings than {rel(plan.recipe.path)}'s point {mine.slug} now: {mismatch}",
+                False,
+            ))
+            continue
+        if done:
+            found[point["id"]] = record
+    return found, sorted(damaged, key=lambda p: (p.slug, p.path))
 
 
 def _check_recipe(argv: list[str]) -> str:

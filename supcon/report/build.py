@@ -16,10 +16,10 @@ report; a run dir whose point.json records other training settings than its poin
 out, its point listed as absent, and named in one line with the first differences. With report.robustness, a Robustness section follows the results
 (`supcon.report.robustness`: mCE against a baseline, top-1 and ECE by corruption severity, reliability diagrams
 from `calibration.json`). A report whose recipe names claims opens with their verdicts (`supcon.report.claims`); every
-report shows raw-pixel baselines on the runs' data (`supcon.report.baselines`, cached in `<runs_dir>/baselines.json`,
-the one file the reporter writes beside the runs). Beside the README it writes `claims.json`, the verdicts as data
-(`supcon.report.claims_record`), and rebuilds the scoreboard of the folder of reports, `reports/README.md` and
-`reports/claims.png` (`supcon.report.scoreboard`). Cells are mean ± std (n) over the SEED axis, with the paper's
+report shows raw-pixel baselines on the runs' data (`supcon.report.baselines`, cached in `baselines.json` beside
+the run records, else in `<runs_dir>`: the one file the reporter writes beside the runs). Beside the README it
+writes `claims.json`, the verdicts as data (`supcon.report.claims_record`), and rebuilds the scoreboard of the
+folder of reports, `reports/README.md` and `reports/claims.png` (`supcon.report.scoreboard`). Cells are mean ± std (n) over the SEED axis, with the paper's
 number and the difference beside them; failed and missing points are listed with their reason. The output is
 deterministic (no timestamps), so a report can be committed and diffed.
 """
@@ -298,7 +298,8 @@ def build_report_and_claims(runs_dir: str, out: str, plots: bool = True, command
         every = [scored.get(r.slug, r) if r.state == workdir.DONE else r for r in every]
     metrics = table_metrics(runs, spec)
     table, quoted = results_table(runs, spec, rows, columns, metrics, numbers)
-    pixels, pixel_line, pixel_top1 = baselines_section(runs, runs_dir, rows + columns)
+    # cached beside the records when there are some: committed with them, a report rebuilds without the data
+    pixels, pixel_line, pixel_top1 = baselines_section(runs, records or runs_dir, rows + columns)
     curves, curve_line = [], []
     if spec.get("convergence"):
         curves, curve_line = convergence_section(runs, spec["convergence"], metrics[0], rows + columns)

@@ -197,21 +197,97 @@ def trained_otherwise(runs: list[Run], recipe: ReportRecipe) -> dict[str, str]:
 
 
 def _slugs(folder: str | None) -> list[str]:
+    """The folders of `folder` that hold a point.json; dot-named ones (a copy or a record being written) are not
+    runs."""
     if not folder or not os.path.isdir(folder):
         return []
-    return [s for s in os.listdir(folder) if os.path.isfile(os.path.join(folder, s, workdir.POINT))]
+    return [s for s in os.listdir(folder)
+            if not s.startswith(".") and os.path.isfile(os.path.join(folder, s, workdir.POINT))]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordProblem:
+    """What is wrong with one file of a run record (`supcon.report.records`).
+
+    Attributes:
+      slug: the record's folder name.
+      path: the damaged file (or the record's folder, when it holds no point.json).
+      problem: what is wrong, to follow the path: 'is not JSON (truncated?): ...'.
+      used: whether the rest of the record is used (a damaged status.json, env.json, calibration.json or
+        metrics.jsonl line); if not, the record is not read: without a run dir here, its point counts as not run.
+    """
+
+    slug: str
+    path: str
+    problem: str
+    used: bool
+
+    def line(self, shown=lambda path: path) -> str:
+        """One line naming the file, e.g. for the runner's output; `shown` formats the path."""
+        then = "the rest of it is used" if self.used else "not used"
+        return f"damaged run record: {shown(self.path)} {self.problem}; {then}"
+
+
+def _after_name(why: str, name: str) -> str:
+    """A `workdir.read_object` reason without the file name it starts with."""
+    return why[len(name) + 1:] if why.startswith(name + " ") else why
+
+
+def record_problems(records: str, stem: str | None = None) -> list[RecordProblem]:
+    """What is wrong with the run records in the folder `records`, one entry per damaged file, by slug.
+
+    Not used (the reporter lists the record as skipped or its point as absent, the runner trains the point): a
+    folder without point.json; a point.json that is unreadable, not an object, or has no point id or values; a
+    result.json that is unreadable or has no eval/top1; with `stem`, a point of another recipe (point.json's
+    recipe_stem). Used, and noted in the report: a status.json, env.json or calibration.json that is not a JSON
+    object, metrics.jsonl lines that are not one. (A record trained with other settings than its point's now is
+    found by the runner, `supcon.experiment.plan.find_records`, which knows the settings.)
+    """
+    found: list[RecordProblem] = []
+    names = sorted(os.listdir(records)) if os.path.isdir(records) else []
+    for slug in names:
+        record = os.path.join(records, slug)
+        if slug.startswith(".") or not os.path.isdir(record):
+            continue
+        point_path = os.path.join(record, workdir.POINT)
+        point, why = workdir.read_object(point_path)
+        if point is None:
+            problem = _after_name(why, workdir.POINT) if why else f"holds no {workdir.POINT}: not a run record"
+            found.append(RecordProblem(slug, point_path if why else record, problem, False))
+            continue
+        problem = workdir.run_problem(record)
+        if not problem and not isinstance(point.get("id"), str):
+            problem = f"{workdir.POINT} has no point id (an older version's)"
+        if problem:
+            name = workdir.RESULT if problem.startswith(workdir.RESULT) else workdir.POINT
+            found.append(RecordProblem(slug, os.path.join(record, name), _after_name(problem, name), False))
+            continue
+        if stem is not None and point.get("recipe_stem") != stem:
+            found.append(RecordProblem(
+                slug, point_path, f"holds a point of recipe {point.get('recipe_stem')!r}, not of {stem!r}", False))
+            continue
+        for name in (workdir.STATUS, workdir.ENV, workdir.CALIBRATION):
+            _, why = workdir.read_object(os.path.join(record, name))
+            if why:
+                found.append(RecordProblem(slug, os.path.join(record, name), _after_name(why, name), True))
+        _, bad = workdir.read_jsonl_checked(os.path.join(record, workdir.METRICS))
+        if bad:
+            shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+            found.append(RecordProblem(slug, os.path.join(record, workdir.METRICS),
+                                       f"has {len(bad)} line(s) that are not a JSON object (line {shown})", True))
+    return found
 
 
 def run_paths(runs_dir: str, records: str | None = None) -> dict[str, str]:
     """{slug: the folder to read}: the run directories of `runs_dir` and the run records in `records`
-    (`supcon.report.records`). A finished record wins when the run dir of the same slug is not finished here (the
-    point finished on another machine) or is the run it records (the report is then made from records alone,
-    and rebuilds from them identically); else the run dir does (in progress, failed, or changed since)."""
+    (`supcon.report.records`). A finished, readable record wins when the run dir of the same slug is not finished
+    here (the point finished on another machine) or is the run it records (the report is then made from records
+    alone, and rebuilds from them identically); else the run dir does (in progress, failed, or changed since)."""
     paths = {slug: os.path.join(runs_dir, slug) for slug in _slugs(runs_dir)}
     for slug in _slugs(records):
         record = os.path.join(records, slug)
         here = paths.get(slug)
-        if here is None or (workdir.point_status(record) == workdir.DONE and (
+        if here is None or (workdir.point_status(record) == workdir.DONE and not workdir.run_problem(record) and (
                 workdir.point_status(here) != workdir.DONE or same_run(here, record))):
             paths[slug] = record
     return paths

@@ -43,7 +43,7 @@ def test_fixture_recipes_expand(name, count):
 def test_every_fixture_recipe_is_covered():
     names = {os.path.basename(p) for p in glob.glob(os.path.join(FIXTURES, "*.gin"))}
     assert names == {"base.gin", "grid.gin", "axes.gin", "single.gin", "cases.gin", "invalid.gin", "die.gin",
-                     "fresh.gin"}
+                     "fresh.gin", "records.gin"}
 
 
 def test_recipe_contents_follow_includes_and_header():

@@ -164,7 +164,8 @@ def test_the_report_shows_and_caches_the_baselines(tmp_path, monkeypatch):
     assert "| METHOD | eval/top1 (%) | − pixels logistic regression (pp, 95% CI) |" in section
     # mean 0.9925, sd 0.0035355, se 0.0025, t(1, 0.975) = 12.706: half-width 3.18 pp
     assert "| supcon | 99.25 ± 0.35 (2) | +2.31 [-0.87, +5.48] | +0.64 [-2.54, +3.82] |" in section
-    assert (root / baselines.CACHE).is_file()
+    assert (tmp_path / "out" / "runs" / baselines.CACHE).is_file()  # beside the run records, committed with them
+    assert not (root / baselines.CACHE).exists()
     # No claim named: the report still opens with a Claims section that says so, beside the pixel comparison.
     claims = text.split("## Claims")[1].split("\n## ")[0]
     assert "**No claim of the paper is tested by this grid** (`report.claims` names none)." in claims
@@ -190,7 +191,7 @@ def test_unavailable_data_is_reported_with_the_reason(tmp_path, monkeypatch):
     make_run(tmp_path / "b", {"SEED": 0}, 0.7, dataset="fashion_mnist", train_examples=5000)
     text = open(report.write_report(str(tmp_path / "b"), str(tmp_path / "out"), plots=False)).read()
     assert "Not computed: Fashion-MNIST: the original fashion_mnist IDX files are not here" in text
-    assert not (tmp_path / "b" / baselines.CACHE).exists()  # unavailable data is not cached
+    assert not (tmp_path / "out" / "runs" / baselines.CACHE).exists()  # unavailable data is not cached
     make_run(tmp_path / "c", {"SEED": 0}, 0.7, config=None)
     text = open(report.write_report(str(tmp_path / "c"), str(tmp_path / "out"), plots=False)).read()
     assert "Not computed: no config.gin in the run directory" in text
