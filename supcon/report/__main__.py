@@ -1,9 +1,9 @@
 """`python -m supcon.report RUNS_DIR [--out OUT] [--recipe R]`: the command line lives with the recipe reader
-(`supcon.experiment.reporting`), the one entry point of this wing that reads recipes."""
+(`supcon.experiment.report_cli`), the one entry point of this wing that reads recipes."""
 
 import sys
 
-from supcon.experiment import reporting
+from supcon.experiment import report_cli
 
 if __name__ == "__main__":
-    sys.exit(reporting.main(sys.argv[1:]))
+    sys.exit(report_cli.main(sys.argv[1:]))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from supcon import workdir
-from supcon.experiment import reporting
+from supcon.experiment import report_cli as reporting
 from supcon.report import build as report
 from supcon.report import data as report_data
 from supcon.report import header as report_header
@@ -339,8 +339,8 @@ def test_cli_errors_write_nothing(tmp_path, capsys):
 
 def test_cli_module_runs_without_tensorflow(demo_runs, tmp_path):
     code = (
-        "import sys, supcon.experiment.reporting; assert 'tensorflow' not in sys.modules, 'tf imported'; "
-        f"sys.exit(supcon.experiment.reporting.main([{demo_runs!r}, '--out', {str(tmp_path / 'o')!r}, '--no_plots']))"
+        "import sys, supcon.experiment.report_cli; assert 'tensorflow' not in sys.modules, 'tf imported'; "
+        f"sys.exit(supcon.experiment.report_cli.main([{demo_runs!r}, '--out', {str(tmp_path / 'o')!r}, '--no_plots']))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

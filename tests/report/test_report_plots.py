@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from supcon import workdir
-from supcon.experiment import reporting
+from supcon.experiment import report_cli as reporting
 from supcon.report import build as report
 from supcon.report import data as report_data
 from supcon.report import plots as report_plots
