@@ -42,7 +42,7 @@ def model_values(workdir) -> dict:
     return {k: reader.get_tensor(k) for k in keys}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def source(tiny_run):
     """A finished tiny SupCon run (pretrain + linear), the encoder's source: the session's (tests/conftest.py)."""
     return tiny_run
