@@ -16,7 +16,7 @@ quickstart: $(VENV)/.installed
 	$(PY) runner.py recipes/quickstart.gin
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --durations=15
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -n auto -m slow
