@@ -19,7 +19,6 @@ import sys
 from absl import app, flags
 
 from supcon.experiment import dry_run, launch, progress, show_config, validation
-from supcon.experiment.environment import child_env, threads_per_job
 from supcon.experiment.options import REPORT_DIR, RUNS_DIR, Options, UsageError
 from supcon.experiment.outcome import summarize
 from supcon.experiment.plan import make_plan
@@ -120,8 +119,8 @@ def main(argv: list[str]) -> int:
         if options.dry_run:
             code = dry_run.list_points(plan, options.eval_only, options.claim_timeout)
             if options.show_config:
-                code = show_config.show(plan.trainer_recipe.path, plan.points, plan.overlays, plan.trainer_params,
-                                        child_env(threads_per_job(1))) or code
+                code = show_config.show(plan.trainer_recipe.path, plan.points, plan.overlays,
+                                        plan.trainer_params) or code
             return code
         print(dry_run.describe_grid(plan), flush=True)
         todo = validation.to_validate(plan, options.eval_only)

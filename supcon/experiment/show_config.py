@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
+
+from supcon.experiment import validation
 
 
 def _options(found: dict | None) -> str:
@@ -79,7 +80,7 @@ def format_settings(name: str, found: dict) -> str:
 
 
 def show(
-    recipe_path: str, points: Sequence, overlays: Sequence[str], gin_params: Sequence[str], env: dict
+    recipe_path: str, points: Sequence, overlays: Sequence[str], gin_params: Sequence[str]
 ) -> int:
     """Prints the effective settings of `points` (grid.Point) of a recipe; returns 0, or 2 when one is invalid.
 
@@ -97,18 +98,10 @@ def show(
         spec_path = os.path.join(tmp, "spec.json")
         with open(spec_path, "w") as f:
             json.dump(spec, f)
-        proc = subprocess.run(
-            [sys.executable, "-m", "supcon.main", "--describe", spec_path], capture_output=True, text=True, env=env
-        )
-    results = []
-    for line in proc.stdout.splitlines():
-        try:
-            results.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+        results, returncode, stderr = validation.run_spec("supcon.main", spec_path, "--describe")
     if len(results) != len(points):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"show_config: failed (python -m supcon.main --describe exited {proc.returncode}): {tail}", file=sys.stderr)
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"show_config: failed (python -m supcon.main --describe exited {returncode}): {tail}", file=sys.stderr)
         return 2
     print("effective settings (what each point runs; peak LR = base LR x global batch / 256):")
     code = 0

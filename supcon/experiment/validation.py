@@ -54,7 +54,7 @@ def validate(plan: Plan, points: list, main_module: str, jobs: int, serve: bool 
                 output = f.read()
         else:
             server = None
-            results, code, output = _run_validator(main_module, spec_path)
+            results, code, output = run_spec(main_module, spec_path)
     errors, seen = _errors(results, names)
     failed = errors or seen != {p.slug for p in points} or code != 0
     if failed and server is not None:
@@ -84,9 +84,10 @@ def _write_spec(plan: Plan, points: list, tmp: str) -> tuple[str, dict[str, str]
     return spec_path, names
 
 
-def _run_validator(main_module: str, spec_path: str) -> tuple[list, int, str]:
-    """Runs `python -m main_module --validate SPEC`; its results (one JSON line each), exit code and stderr."""
-    cmd = [sys.executable, "-m", main_module, "--validate", spec_path]
+def run_spec(main_module: str, spec_path: str, flag: str = "--validate") -> tuple[list, int, str]:
+    """Runs `python -m main_module --validate SPEC` (or `--describe`); its results (one JSON line each), exit code
+    and stderr."""
+    cmd = [sys.executable, "-m", main_module, flag, spec_path]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=child_env(threads_per_job(1))
     )
