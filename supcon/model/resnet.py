@@ -93,7 +93,7 @@ class ConvFixedPadding(keras.layers.Layer):
     the input size (the official `FixedPadding` semantics), then convolves with 'valid' padding.
     """
 
-    def __init__(self, filters, kernel_size, strides=1, groups=1, **kwargs):
+    def __init__(self, filters, kernel_size, strides=1, groups=1, initializer_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
         self.pad = None
@@ -108,7 +108,7 @@ class ConvFixedPadding(keras.layers.Layer):
             padding="valid" if strides > 1 else "same",
             groups=groups,
             use_bias=False,
-            kernel_initializer=keras.initializers.VarianceScaling(),
+            kernel_initializer=keras.initializers.VarianceScaling(scale=initializer_scale),
             name="conv",
         )
 
@@ -150,10 +150,11 @@ class ResidualBlock(keras.layers.Layer):
         use_projection: whether the shortcut is a 1×1 conv + BN (needed when the shape changes).
         bn_kwargs: momentum, epsilon and synchronized for every BatchNormalization.
         zero_init_last_bn: whether the last BN's gamma starts at 0 (ignored for ResNeXt, as officially).
+        init_scale: the convolutions' variance-scaling factor (1: official; 2: He).
     """
 
     def __init__(
-        self, kind, filters, strides, use_projection, bn_kwargs, zero_init_last_bn, **kwargs
+        self, kind, filters, strides, use_projection, bn_kwargs, zero_init_last_bn, init_scale=1.0, **kwargs
     ):
         super().__init__(**kwargs)
         if kind == "basic":
@@ -170,7 +171,7 @@ class ResidualBlock(keras.layers.Layer):
         self.convs, self.bns = [], []
         for i, (f, k, s, g) in enumerate(specs):
             last = i == len(specs) - 1
-            self.convs.append(ConvFixedPadding(f, k, s, groups=g, name=f"conv_{i + 1}"))
+            self.convs.append(ConvFixedPadding(f, k, s, groups=g, initializer_scale=init_scale, name=f"conv_{i + 1}"))
             self.bns.append(
                 _batch_norm(
                     f"batch_norm_{i + 1}", zero_gamma=last and zero_init_last_bn, **bn_kwargs
@@ -178,7 +179,8 @@ class ResidualBlock(keras.layers.Layer):
             )
         self.shortcut_conv = self.shortcut_bn = None
         if use_projection:
-            self.shortcut_conv = ConvFixedPadding(specs[-1][0], 1, strides, name="shortcut_conv")
+            self.shortcut_conv = ConvFixedPadding(
+                specs[-1][0], 1, strides, initializer_scale=init_scale, name="shortcut_conv")
             self.shortcut_bn = _batch_norm("shortcut_batch_norm", **bn_kwargs)
 
     def build(self, input_shape):
@@ -227,6 +229,7 @@ class ResNet(keras.Model):
         bn_kwargs,
         zero_init_last_bn,
         architecture,
+        init_scale=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -236,7 +239,7 @@ class ResNet(keras.Model):
         kind = "resnext" if architecture == "resnext" else kind
         stem_channels = max(1, int(64 * width_multiplier))
         self.stem_conv = ConvFixedPadding(
-            stem_channels, first_conv_kernel_size, first_conv_stride, name="stem_conv"
+            stem_channels, first_conv_kernel_size, first_conv_stride, initializer_scale=init_scale, name="stem_conv"
         )
         self.stem_bn = _batch_norm("stem_batch_norm", **bn_kwargs)
         self.max_pool = None
@@ -259,6 +262,7 @@ class ResNet(keras.Model):
                         strides != 1 or in_channels != out_channels,
                         bn_kwargs,
                         zero_init_last_bn,
+                        init_scale,
                         name=f"stage_{stage + 1}_block_{b + 1}",
                     )
                 )
@@ -336,6 +340,7 @@ def resnet(
     fused_batch_norm=True,
     zero_init_last_bn=True,
     architecture="resnet_v1",
+    conv_init_scale=1.0,
     name="encoder",
 ):
     """Builds a ResNet v1 (depth 18/34/50/101/152/200) or ResNeXt (50/101/152/200) encoder.
@@ -354,6 +359,8 @@ def resnet(
         fused_batch_norm: train BN with TF's fused kernel (`FusedBatchNormalization`); not with sync_batch_norm.
         zero_init_last_bn: start the last BN gamma of every ResNet v1 block at 0 (ResNeXt never does).
         architecture: 'resnet_v1' or 'resnext' (grouped 3×3 with 64 groups, 2f inner width).
+        conv_init_scale: the convolutions' variance-scaling factor: 1.0 is the official
+            `variance_scaling_initializer()` (fan-in, truncated normal); 2.0 is He's (PyTorch-style ReLU nets).
         name: the model's name (the prefix of its variables' paths).
 
     Returns:
@@ -363,6 +370,8 @@ def resnet(
         ValueError: on an unknown depth, architecture or a non-positive width.
     """
     _validate(depth, width_multiplier, first_conv_kernel_size, first_conv_stride, architecture)
+    if not conv_init_scale > 0:
+        raise ValueError(f"resnet.conv_init_scale must be > 0; got {conv_init_scale!r}")
     bn_kwargs = {
         "momentum": bn_momentum,
         "epsilon": bn_epsilon,
@@ -378,5 +387,6 @@ def resnet(
         bn_kwargs,
         bool(zero_init_last_bn),
         architecture,
+        float(conv_init_scale),
         name=name,
     )

@@ -104,6 +104,22 @@ def test_convolutions_have_no_bias(tf_two_cpus):
     assert any(p.endswith("conv/kernel") for p in paths)
 
 
+def test_conv_init_scale_sets_the_kernels_variance(tf_two_cpus):
+    """Every convolution (stem, blocks, shortcuts) draws fan-in variance-scaled kernels: variance scale / fan_in,
+    so He's scale 2 doubles the official scale 1's variance."""
+    official, he = resnet(18, 0.5, 3, 1, False), resnet(18, 0.5, 3, 1, False, conv_init_scale=2.0)
+    for model in (official, he):
+        model.build((None, 8, 8, 3))
+    for a, b in zip(official.trainable_variables, he.trainable_variables, strict=True):
+        if not a.path.endswith("conv/kernel"):
+            continue
+        kernel = a.numpy()
+        fan_in = np.prod(kernel.shape[:-1])
+        ratio = np.var(b.numpy()) / np.var(kernel)
+        assert abs(np.var(kernel) * fan_in - 1.0) < 0.35, a.path
+        assert 1.6 < ratio < 2.5, (a.path, ratio)
+
+
 def test_strided_conv_uses_fixed_padding(tf_two_cpus):
     """Fixed padding splits k-1 = 2 pixels as 1 before + 1 after; TF 'same' would pad 0 before, 1 after."""
     tf = tf_two_cpus
@@ -149,6 +165,7 @@ def test_resnext_grouped_block(tf_two_cpus):
         ({"width_multiplier": 0.0}, "width_multiplier"),
         ({"width_multiplier": 0.125, "architecture": "resnext"}, "width_multiplier"),
         ({"first_conv_stride": 0}, "first_conv_stride"),
+        ({"conv_init_scale": 0.0}, "conv_init_scale"),
     ],
 )
 def test_bad_arguments_raise(kwargs, word):
