@@ -175,6 +175,30 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_text_atomic(path, json.dumps(json.loads(dumps(obj)), indent=2, sort_keys=True) + "\n")
 
 
+GIN_FILES = "gin_files"  # point.json: the trainer's gin files (absolute in a run dir, portable in a record)
+PATH_FIELDS = ("recipe", "copied_from")  # point.json's other paths
+
+
+def portable_point(point: Any, root: str) -> Any:
+    """A point.json as a committed record keeps it: its paths (the recipe, the gin files, where it was copied from)
+    relative to `root` (the checkout the runner ran in) when they lie inside it, else their base names, so no
+    machine's paths are committed. Anything that is not a point.json object is returned as it is."""
+    if not isinstance(point, dict):
+        return point
+    root = os.path.abspath(root)
+
+    def portable(path: Any) -> Any:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            return path
+        inside = os.path.commonpath([root, os.path.abspath(path)]) == root
+        return os.path.relpath(path, root) if inside else os.path.basename(path)
+
+    found = {key: portable(point[key]) for key in PATH_FIELDS if key in point}
+    if isinstance(point.get(GIN_FILES), list):
+        found[GIN_FILES] = [portable(p) for p in point[GIN_FILES]]
+    return {**point, **found}
+
+
 def read_json(path: str, default: Any = None) -> Any:
     """Returns the JSON content of `path`, or `default` when it is missing or unreadable."""
     try:

@@ -294,11 +294,13 @@ def run_paths(runs_dir: str, records: str | None = None) -> dict[str, str]:
 
 
 def same_run(run_dir: str, record: str) -> bool:
-    """Whether a record holds this run as it is now: the same point.json, status.json and result.json."""
-    return all(
-        workdir.read_json(os.path.join(run_dir, name)) == workdir.read_json(os.path.join(record, name))
-        for name in (workdir.POINT, workdir.STATUS, workdir.RESULT)
-    )
+    """Whether a record holds this run as it is now: the same point.json (its gin files made portable as the
+    record keeps them: `workdir.portable_point`), status.json and result.json."""
+    def read(folder: str, name: str):
+        found = workdir.read_json(os.path.join(folder, name))
+        return workdir.portable_point(found, os.getcwd()) if name == workdir.POINT else found
+
+    return all(read(run_dir, name) == read(record, name) for name in (workdir.POINT, workdir.STATUS, workdir.RESULT))
 
 
 def read_runs(runs_dir: str, recipe: ReportRecipe | None = None,

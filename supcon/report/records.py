@@ -85,6 +85,9 @@ def write_record(run_dir: str, record: str) -> None:
         for name in COPIED:
             if os.path.isfile(os.path.join(run_dir, name)):
                 shutil.copyfile(os.path.join(run_dir, name), os.path.join(stage, name))
+        point = workdir.read_json(os.path.join(run_dir, workdir.POINT))
+        if isinstance(point, dict):  # no machine paths in a committed record (a damaged one stays verbatim)
+            workdir.write_json_atomic(os.path.join(stage, workdir.POINT), workdir.portable_point(point, os.getcwd()))
         metrics = os.path.join(run_dir, workdir.METRICS)
         lines, bad = workdir.read_jsonl_checked(metrics)
         if bad:  # kept verbatim: the report names the damaged lines

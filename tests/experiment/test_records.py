@@ -136,8 +136,15 @@ def test_records_hold_the_small_files_and_thinned_curves_of_finished_runs(tmp_pa
         assert copied >= {workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION,
                           workdir.CONFIG}  # fmt: skip
         assert set(os.listdir(record)) == copied | {workdir.METRICS, workdir.EMBEDDINGS}
-        for name in copied:
+        for name in copied - {workdir.POINT}:
             assert (record / name).read_bytes() == (run_dir / name).read_bytes(), name
+        # point.json as the run wrote it but for its gin files: relative to the checkout, no machine paths
+        point, kept_point = (json.loads((d / workdir.POINT).read_text()) for d in (run_dir, record))
+        assert all(os.path.isabs(f) for f in point[workdir.GIN_FILES])
+        assert kept_point[workdir.GIN_FILES] == [RECIPE, f"runs/{STEM}/{slug}/point.gin"]
+        assert os.path.abspath(clone / kept_point["recipe"]) == os.path.abspath(clone / point["recipe"])
+        assert {**kept_point, workdir.GIN_FILES: point[workdir.GIN_FILES], "recipe": point["recipe"]} == point
+        assert str(tmp_path) not in (record / workdir.POINT).read_text()
 
         logged = [json.loads(line) for line in (run_dir / workdir.METRICS).read_text().splitlines()]
         kept = [json.loads(line) for line in (record / workdir.METRICS).read_text().splitlines()]
@@ -466,3 +473,15 @@ def test_a_record_folder_without_point_json_is_named_and_left_alone(committed, t
         "damaged run record: reports/records/runs/stray holds no point.json: not a run record; not used"
     )
     assert (report_dir(clone) / "README.md").read_bytes() == (report_dir(committed) / "README.md").read_bytes()
+
+
+def test_portable_point_keeps_paths_inside_the_checkout_relative_and_others_by_name(tmp_path):
+    """A record's point.json names its gin files relative to the checkout (or by base name when they lie outside
+    it, e.g. an overlay from elsewhere); relative paths and non-point objects pass unchanged."""
+    root = tmp_path / "checkout"
+    point = {"id": "x", "recipe": str(root / "recipes" / "a.gin"),
+             workdir.GIN_FILES: [str(root / "recipes" / "a.gin"), str(tmp_path / "elsewhere" / "b.gin"), "recipes/c.gin"]}
+    got = workdir.portable_point(point, str(root))
+    assert got == {"id": "x", "recipe": "recipes/a.gin", workdir.GIN_FILES: ["recipes/a.gin", "b.gin", "recipes/c.gin"]}
+    assert point[workdir.GIN_FILES][0].startswith(str(root))  # the run's own point.json is not changed
+    assert workdir.portable_point(None, str(root)) is None and workdir.portable_point({"id": 1}, "/") == {"id": 1}
