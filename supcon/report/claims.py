@@ -3,7 +3,8 @@
 A recipe names the claims its grid tests (`report.claims = ['table2_supcon_gt_ce', ...]`); `supcon.experiment.grid` checks
 at recipe load that each id exists and that its rows match points of the grid, and the reporter opens the report
 with one verdict per claim (and per setting of the other report rows/columns, so that no comparison pools
-different datasets or architectures). Kinds of claim and their tests (scipy.stats, 95% intervals, two-sided p):
+different datasets or architectures). The file is read by `supcon.report.claims_file`, whose names are re-exported
+here. Kinds of claim and their tests (scipy.stats, 95% intervals, two-sided p):
 
 * `greater` (row a > row b) and `less` (row a < row b): the difference of means a - b with a paired t interval
   when both rows finished the same SEED values (one run each), else Welch's t interval.
@@ -16,32 +17,57 @@ different datasets or architectures). Kinds of claim and their tests (scipy.stat
 * `lower_spread` (row a varies less than row b across hyperparameters): the Brown-Forsythe test on the per-setting
   means (seeds averaged): the difference of the mean absolute deviations from each row's median with a pooled t
   interval; its p equals `levene(center='median')`'s.
+* `equivalent` (rows a and b equal within ±margin) and `not_greater` (row a not above row b by more than margin):
+  a - b paired or Welch as for `greater`, with its 95% and 90% intervals; p from statsmodels, TOST
+  (`ttost_paired`, `ttost_ind(usevar='unequal')`) or the one-sided t test of H0: a - b >= margin.
 
 Metrics are result.json keys or the reporter's derived ones (`supcon.report.metrics`: robust/mce and
 robust/relative_mce need `report.robustness`, and are computed per run before claims are tested).
 
 Verdicts: *reproduced* when the interval excludes 0 on the paper's side, *contradicted* when it excludes 0 on the
-other side, *inconclusive* otherwise, including when there are too few runs to test. No TensorFlow here, and
-scipy is imported only when a claim is evaluated (the runner imports this module to check recipes).
+other side, *inconclusive* otherwise, including when there are too few runs to test. With a margin
+(`claims_stats.equivalence_verdict`, `non_superiority_verdict`): `equivalent` is reproduced when TOST's p < 0.05
+(the 90% interval inside ±margin) and contradicted when the 95% interval lies outside [-margin, +margin];
+`not_greater` is reproduced when the one-sided 95% upper bound is below +margin and otherwise contradicted when the
+95% interval lies above 0. No TensorFlow here, and scipy and statsmodels are imported only when a claim is
+evaluated (the runner imports this module to check recipes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from supcon import workdir
 from supcon.report import metrics as report_metrics
+from supcon.report.claims_file import (  # noqa: F401  (re-exported: the claims file's names, for the reporter and runner)
+    FIELDS,
+    KINDS,
+    MARGIN_KINDS,
+    PAPER_CLAIMS,
+    Claim,
+    ClaimError,
+    check_recipe_claims,
+    format_selector,
+    grid_misfit,
+    load_claims,
+    matches,
+    parse_selector,
+    value_is,
+)
 from supcon.report.claims_stats import (
     CONTRADICTED,
     INCONCLUSIVE,
-    MIN_SETTINGS,
     REPRODUCED,
     Estimate,
     Undetermined,
+    equivalence,
+    equivalence_verdict,
+    non_superiority,
+    non_superiority_verdict,
     paired_difference,
     rank_trend,
     spread_difference,
@@ -49,208 +75,12 @@ from supcon.report.claims_stats import (
     welch_difference,
 )
 from supcon.report.data import SEED, Run, group_key, group_runs, value_label
-from supcon.report.paper_numbers import read_csv_lines
 
-PAPER_CLAIMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "paper_claims.csv")
-FIELDS = (
-    "id", "source", "kind", "metric", "a", "b", "axis", "axis_map", "paper_a", "paper_b", "paper_values",
-    "paper_setting", "statement",
-)  # fmt: skip
-# kind -> the fields it needs besides id, source, kind, metric and statement
-KINDS = {
-    "greater": ("a", "b"),
-    "less": ("a", "b"),
-    "lowest": ("a", "axis"),
-    "highest": ("a", "axis"),
-    "increasing": ("axis",),
-    "lower_spread": ("a", "b"),
+# the kinds with a margin: (the statistic's function, its verdict, how the test's name shows the margin)
+MARGIN_TESTS = {
+    "equivalent": (equivalence, equivalence_verdict, "±"),
+    "not_greater": (non_superiority, non_superiority_verdict, "margin +"),
 }
-ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-KEY_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-
-
-class ClaimError(ValueError):
-    """A malformed claims file or an unusable `report.claims`; the message is one line naming the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """One row of the claims file (see its header for the columns)."""
-
-    id: str
-    source: str
-    kind: str
-    metric: str
-    a: dict[str, str]
-    b: dict[str, str]
-    axis: str
-    axis_map: dict[str, float]
-    paper_a: float | None
-    paper_b: float | None
-    paper_values: str
-    paper_setting: str
-    statement: str
-
-    @property
-    def macros(self) -> list[str]:
-        """The macros the claim names (its rows' keys and its axis)."""
-        return list(dict.fromkeys([*self.a, *self.b] + ([self.axis] if self.axis else [])))
-
-
-def format_selector(selector: dict[str, str]) -> str:
-    """{'METHOD': 'supcon'} -> 'METHOD=supcon'."""
-    return " & ".join(f"{k}={v}" for k, v in selector.items())
-
-
-def parse_selector(text: str, where: str) -> dict[str, str]:
-    """'METHOD=supcon & DEPTH=50' -> {'METHOD': 'supcon', 'DEPTH': '50'}; '' -> {}."""
-    selector = {}
-    for part in filter(None, (p.strip() for p in text.split("&"))):
-        key, sep, value = (s.strip() for s in part.partition("="))
-        if not sep or not KEY_RE.match(key) or not value:
-            raise ClaimError(f"{where}: row {part!r} must be MACRO=value (e.g. METHOD=supcon)")
-        selector[key] = value
-    return selector
-
-
-def _number(text: str, where: str) -> float | None:
-    if not text.strip():
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ClaimError(f"{where}: {text!r} is not a number") from None
-
-
-def _parse_row(row: dict[str, str], where: str) -> Claim:
-    if not ID_RE.match(row["id"]):
-        raise ClaimError(f"{where}: id {row['id']!r} must be lower_case_with_underscores")
-    if row["kind"] not in KINDS:
-        raise ClaimError(f"{where}: kind {row['kind']!r} must be one of {', '.join(KINDS)}")
-    if not report_metrics.is_metric(row["metric"]):
-        raise ClaimError(
-            f"{where}: metric {row['metric']!r} is not one a run writes ({report_metrics.known_metrics()})"
-        )
-    for name in ("source", "metric", "statement") + KINDS[row["kind"]]:
-        if not row[name].strip():
-            raise ClaimError(f"{where}: claim {row['id']} ({row['kind']}) needs a value for {name}")
-    a, b = parse_selector(row["a"], where), parse_selector(row["b"], where)
-    axis = row["axis"].strip()
-    if axis and not KEY_RE.match(axis):
-        raise ClaimError(f"{where}: axis {axis!r} must be an UPPER_CASE macro name")
-    if axis == report_metrics.SEVERITY and (
-        row["kind"] != "increasing" or row["metric"] not in report_metrics.SEVERITY_METRICS
-    ):
-        raise ClaimError(
-            f"{where}: axis {axis} (corruption severity within each run) needs kind increasing and metric "
-            f"{' or '.join(report_metrics.SEVERITY_METRICS)}"
-        )
-    if row["kind"] in ("lowest", "highest") and list(a) != [axis]:
-        raise ClaimError(
-            f"{where}: a of a {row['kind']} claim must be one value of its axis {axis}"
-        )
-    axis_map = {}
-    for part in filter(None, (p.strip() for p in row["axis_map"].split("&"))):
-        value, sep, number = (s.strip() for s in part.partition("="))
-        if not sep:
-            raise ClaimError(f"{where}: axis_map {part!r} must be value=number (e.g. -1=inf)")
-        axis_map[value] = _number(number, where)
-    return Claim(
-        row["id"], row["source"], row["kind"], row["metric"], a, b, axis, axis_map,
-        _number(row["paper_a"], where), _number(row["paper_b"], where), row["paper_values"].strip(),
-        row["paper_setting"].strip(), row["statement"].strip(),
-    )  # fmt: skip
-
-
-def load_claims(path: str = PAPER_CLAIMS) -> dict[str, Claim]:
-    """Reads the claims file (lines starting with '#' are comments) into {id: Claim}, in file order.
-
-    Raises:
-      ClaimError: a missing column, unknown kind, missing field, malformed row or duplicate id, naming the line.
-    """
-    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
-    try:
-        lines = read_csv_lines(path)
-    except ValueError as e:
-        raise ClaimError(str(e)) from None
-    if tuple(lines[0][1]) != FIELDS:
-        raise ClaimError(f"{shown}: the header must be {','.join(FIELDS)}")
-    claims: dict[str, Claim] = {}
-    for number, record in lines[1:]:
-        where = f"{shown}:{number}"
-        if len(record) != len(FIELDS):
-            raise ClaimError(f"{where}: {len(record)} fields, expected {len(FIELDS)}")
-        claim = _parse_row(dict(zip(FIELDS, record, strict=True)), where)
-        if claim.id in claims:
-            raise ClaimError(f"{where}: duplicate claim id {claim.id}")
-        claims[claim.id] = claim
-    return claims
-
-
-def value_is(value: Any, text: str) -> bool:
-    """Whether a grid value reads as `text`: its label (`supcon`, `0.1`, `@ce`) or an equal number."""
-    if value_label(value) == text:
-        return True
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return float(text) == float(value)
-        except ValueError:
-            return False
-    return False
-
-
-def matches(values: dict, selector: dict[str, str]) -> bool:
-    """Whether a point's values bind every macro of `selector` to its value."""
-    return all(k in values and value_is(values[k], text) for k, text in selector.items())
-
-
-def grid_misfit(claim: Claim, points: Sequence[dict], noun: str = "grid point") -> str | None:
-    """Why a grid (its points' values) cannot test `claim`, or None when it can."""
-    for name in ("a", "b"):
-        selector = getattr(claim, name)
-        if selector and not any(matches(p, selector) for p in points):
-            return f"no {noun} has {format_selector(selector)}"
-    severity = claim.axis == report_metrics.SEVERITY  # the runs' results hold it, not the grid
-    levels = {value_label(p[claim.axis]) for p in points if claim.axis in p}
-    if claim.axis and not severity and len(levels) < 2:
-        return f"fewer than 2 values of {claim.axis} in the {noun}s"
-    if claim.kind == "lower_spread":
-        for selector in (claim.a, claim.b):
-            settings = {group_key(p) for p in points if matches(p, selector)}
-            if len(settings) < MIN_SETTINGS:
-                return (
-                    f"{format_selector(selector)} has {len(settings)} hyperparameter setting(s) in the grid; "
-                    f"a spread needs at least {MIN_SETTINGS}"
-                )
-    return None
-
-
-def check_recipe_claims(
-    ids: Any, points: Sequence[dict], where: str, path: str = PAPER_CLAIMS
-) -> None:
-    """Checks a recipe's `report.claims`: a list of known ids, each testable by the grid's points.
-
-    Raises:
-      ClaimError: one line naming `where` (the recipe's file:line) and the bad id.
-    """
-    if not isinstance(ids, list | tuple) or not all(isinstance(i, str) for i in ids):
-        raise ClaimError(f"{where}: report.claims must be a list of claim ids; got {ids!r}")
-    known = load_claims(path)
-    for claim_id in ids:
-        if claim_id not in known:
-            raise ClaimError(
-                f"{where}: report.claims: unknown claim {claim_id!r} (the ids are in "
-                f"supcon/paper_claims.csv: {', '.join(known)})"
-            )
-        misfit = grid_misfit(known[claim_id], points)
-        if misfit:
-            raise ClaimError(f"{where}: report.claims: {claim_id} does not fit this grid: {misfit}")
-
-
-# -------------------------------------------------------------------------------------------------------------
-# Claims on runs
-
-
 Groups = tuple[tuple[str, tuple[Run, ...]], ...]  # (label, runs) pairs
 
 
@@ -266,7 +96,7 @@ class Verdict:
       compared: what the statistic measures, e.g. 'METHOD=supcon − METHOD=cross_entropy'.
       reason: why the verdict is inconclusive.
       groups: the groups of runs the statistic compares, as (label, runs) pairs: rows a and b (greater, less,
-        lower_spread), row a and the picked other value of the axis (lowest, highest), or the runs at each
+        lower_spread, equivalent, not_greater), row a and the picked other value of the axis (lowest, highest), or the runs at each
         value of the axis in ascending order (increasing); empty when the claim found nothing to compare.
     """
 
@@ -292,9 +122,11 @@ def _progress(done: int, planned: int) -> str:
 
 
 def compare_rows(
-    a_runs: Sequence[Run], b_runs: Sequence[Run], metric: str, names: tuple[str, str] = ("a", "b")
+    a_runs: Sequence[Run], b_runs: Sequence[Run], metric: str, names: tuple[str, str] = ("a", "b"),
+    tests=(paired_difference, welch_difference),
 ) -> Estimate:
-    """mean(a) - mean(b) over finished runs: paired by SEED when both finished the same seeds, else Welch.
+    """mean(a) - mean(b) over finished runs: paired by SEED when both finished the same seeds, else Welch; `tests`
+    are the (paired, Welch) statistics, each taking the values of a and of b.
 
     Raises:
       Undetermined: a row (named by `names` in the message) has no finished run, or too few for the test.
@@ -311,7 +143,7 @@ def compare_rows(
     unique = len(set(labels_a)) == len(labels_a) and len(set(labels_b)) == len(labels_b)
     if None not in seeds_a + seeds_b and unique and set(labels_a) == set(labels_b):
         by_seed = dict(zip(labels_b, (v for _, v in b), strict=True))
-        estimate = paired_difference([v for _, v in a], [by_seed[s] for s in labels_a])
+        estimate = tests[0]([v for _, v in a], [by_seed[s] for s in labels_a])
     else:
         if None in seeds_a + seeds_b:
             why = "no SEED axis"
@@ -319,7 +151,7 @@ def compare_rows(
             why = "several runs per SEED"
         else:
             why = "the rows finished different SEED values"
-        estimate = welch_difference([v for _, v in a], [v for _, v in b])
+        estimate = tests[1]([v for _, v in a], [v for _, v in b])
         estimate = dataclasses.replace(estimate, note=why)
     if len(a) < len(a_runs) or len(b) < len(b_runs):
         extra = f"; {len(a)}/{len(a_runs)} and {len(b)}/{len(b_runs)} finished"
@@ -327,26 +159,44 @@ def compare_rows(
     return estimate
 
 
-def _decide(claim: Claim, compute, sign: int, compared: str, groups: Groups) -> Verdict:
+def _decide(claim: Claim, compute, judge, compared: str, groups: Groups) -> Verdict:
+    """The verdict `judge(estimate)` gives on `compute()`'s estimate, inconclusive when it is Undetermined."""
     try:
         estimate = compute()
     except Undetermined as why:
         return Verdict(claim, "", INCONCLUSIVE, None, compared, str(why), groups)
-    verdict, reason = verdict_of(estimate, sign)
+    verdict, reason = judge(estimate)
     return Verdict(claim, "", verdict, estimate, compared, reason, groups)
 
 
+def _sided(sign: int):
+    """The judge of a claim whose statistic should be > 0 (`sign` +1) or < 0 (-1)."""
+    return functools.partial(verdict_of, sign=sign)
+
+
 def _greater(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
-    """Row a above row b (`greater`) or below it (`less`): the difference a - b."""
+    """Row a above row b (`greater`), below it (`less`), equal within ±margin (`equivalent`) or not above it by
+    more than margin (`not_greater`): the difference a - b."""
     a = [r for r in runs if matches(r.values, claim.a)]
     b = [r for r in runs if matches(r.values, claim.b)]
     if not a or not b:
         return None
     names = format_selector(claim.a), format_selector(claim.b)
     compared = f"{names[0]} − {names[1]}"
-    sign = -1 if claim.kind == "less" else +1
     groups = ((names[0], tuple(a)), (names[1], tuple(b)))
-    return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), sign, compared, groups)
+    if claim.kind not in MARGIN_TESTS:
+        judge = _sided(-1 if claim.kind == "less" else +1)
+        return _decide(claim, lambda: compare_rows(a, b, claim.metric, names), judge, compared, groups)
+    statistic, judge, shown = MARGIN_TESTS[claim.kind]
+    margin = claim.metric_margin
+    tests = (functools.partial(statistic, margin=margin, paired=True),
+             functools.partial(statistic, margin=margin, paired=False))  # fmt: skip
+
+    def compute() -> Estimate:
+        estimate = compare_rows(a, b, claim.metric, names, tests)
+        return dataclasses.replace(estimate, test=f"{estimate.test}, {shown}{claim.margin:g}{claim.unit_suffix}")
+
+    return _decide(claim, compute, judge, compared, groups)
 
 
 def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
@@ -377,7 +227,7 @@ def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
         compared = f"{names[0]} − {names[1]} (next highest)"
         high, low, shown = a, b, names
     return _decide(
-        claim, lambda: compare_rows(high, low, claim.metric, shown), +1, compared, groups
+        claim, lambda: compare_rows(high, low, claim.metric, shown), _sided(+1), compared, groups
     )
 
 
@@ -422,7 +272,7 @@ def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
         return dataclasses.replace(estimate, n=n, note=note)
 
     return _decide(
-        claim, compute, +1, f"{claim.metric} vs {claim.axis}", _axis_groups(claim, swept)
+        claim, compute, _sided(+1), f"{claim.metric} vs {claim.axis}", _axis_groups(claim, swept)
     )
 
 
@@ -441,7 +291,7 @@ def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     compared = f"spread of {names[0]} − spread of {names[1]}"
     groups = tuple((name, tuple(members)) for name, members in zip(names, rows, strict=True))
     return _decide(
-        claim, lambda: spread_difference(*map(setting_means, rows)), -1, compared, groups
+        claim, lambda: spread_difference(*map(setting_means, rows)), _sided(-1), compared, groups
     )
 
 
@@ -452,6 +302,8 @@ KIND_TESTS = {
     "highest": _extreme,
     "increasing": _increasing,
     "lower_spread": _spread,
+    "equivalent": _greater,
+    "not_greater": _greater,
 }
 
 

@@ -17,10 +17,13 @@ same bytes)::
 `scale` is the header's scale table (`header.scale_values`: each env.json scale field -> its distinct values).
 `statistic`, `low` and `high` are in `unit` (`unit_of`): percentage points for accuracies, Spearman's ρ for a rise
 along an axis, ECE as a fraction, mCE and relative mCE x 100; null when the verdict has no statistic (too few runs).
-`groups` counts the finished runs of each compared group that report the claim's metric. `below_bar` lists the
-compared rows under the CPU-scale bar, null when the report has no bar (`bar_checked` false). `written_by` is
-`reporter`, or `parsed` for a committed report whose record was read back from its README's Claims section once
-its run directories were gone (`parsed_from` then names the file). No TensorFlow.
+A claim with a margin (kinds `equivalent`, `not_greater`) adds `margin` (as the claims file gives it, in `unit`) and
+`low90`, `high90`: the 90% interval, whose upper end is the one-sided 95% upper bound (null without a statistic);
+other entries have none of these keys. `groups` counts the finished runs of each compared group that report the
+claim's metric. `below_bar` lists the compared rows under the CPU-scale bar, null when the report has no bar
+(`bar_checked` false). `written_by` is `reporter`, or `parsed` for a committed report whose record was read back
+from its README's Claims section once its run directories were gone (`parsed_from` then names the file). No
+TensorFlow.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ UNITS = (PP, RHO, ECE, MCE)  # the scoreboard's figure draws one panel per unit,
 VERDICTS = (claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE)
 VERDICT_KEYS = ("claim", "where", "verdict", "reason", "compared", "unit", "statistic", "low", "high", "p", "test",
                 "note", "n", "groups", "below_bar")  # fmt: skip
+MARGIN_KEYS = ("margin", "low90", "high90")  # only in the entries of claims with a margin
 
 
 def unit_of(claim: claims.Claim) -> str:
@@ -70,7 +74,11 @@ def verdict_entry(verdict: claims.Verdict, below: Sequence[tuple[str, float]] | 
     est = verdict.estimate
     unit = unit_of(verdict.claim)
     scale = 100.0 if unit == PP else 1.0
-    return {
+    margin = {}
+    if verdict.claim.kind in claims.MARGIN_KINDS:
+        inner = [scale * x for x in est.ci90] if est is not None and est.ci90 else [None, None]
+        margin = {"margin": verdict.claim.margin, "low90": _rounded(inner[0]), "high90": _rounded(inner[1])}
+    return margin | {
         "claim": verdict.claim.id,
         "where": verdict.where,
         "verdict": verdict.verdict,
@@ -152,6 +160,8 @@ def check_record(record: object, where: str) -> dict:
             raise ValueError(f"{where}: verdict {i}: {entry['verdict']!r} is not one of {', '.join(VERDICTS)}")
         if not all(_number_or_none(entry[k]) for k in ("statistic", "low", "high", "p")):
             raise ValueError(f"{where}: verdict {i}: statistic, low, high and p must be numbers or null")
+        if not all(_number_or_none(entry.get(k)) for k in MARGIN_KEYS):
+            raise ValueError(f"{where}: verdict {i}: {', '.join(MARGIN_KEYS)} must be numbers or null")
     return record
 
 

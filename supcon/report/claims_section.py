@@ -29,6 +29,16 @@ CLAIMS_LEGEND = (
     "baseline scores 100). Claims: supcon/paper_claims.csv; statistics: scipy.stats."
 )
 
+MARGIN_LEGEND = (
+    "With a margin (in the claim's unit, named in the test column): for a claim that rows A and B are equivalent, "
+    "A − B with its 95% interval and, after it, its 90% interval; p is the two one-sided tests' (TOST, statsmodels' "
+    "ttost_paired by SEED, else ttost_ind with unequal variances); **reproduced** when p < 0.05, i.e. the 90% "
+    "interval lies inside ±margin; **contradicted** when the 95% interval lies entirely outside it. For a claim "
+    "that A is not above B by more than the margin (non-superiority): p is the one-sided t test of A − B ≥ +margin; "
+    "**reproduced** when the one-sided 95% upper bound (the 90% interval's upper end) is below +margin; "
+    "**contradicted** when it is not and the 95% interval lies above 0. Inconclusive otherwise."
+)
+
 BAR_LEGEND = (
     f"In the verdict column, *below the bar* names a compared row whose mean {METRIC} over finished runs is less than {BAR_PP:g} "
     "points above raw-pixel logistic regression (the CPU-scale bar), with its points above pixels (for a rise "
@@ -80,7 +90,8 @@ def paper_cell(claim: claims.Claim) -> str:
 
 
 def format_estimate(verdict: claims.Verdict) -> str:
-    """`METHOD=supcon − METHOD=cross_entropy: +1.20 pp [+0.40, +2.00]`, or `ρ = +0.83 [+0.41, +0.96]`."""
+    """`METHOD=supcon − METHOD=cross_entropy: +1.20 pp [+0.40, +2.00]`, or `ρ = +0.83 [+0.41, +0.96]`; a margin
+    test adds its 90% interval: `A − B: +0.10 pp [-0.30, +0.50]; 90% [-0.21, +0.41]`."""
     est = verdict.estimate
     if est is None:
         return MISSING
@@ -96,6 +107,8 @@ def format_estimate(verdict: claims.Verdict) -> str:
         return f"{100 * x:{sign}.2f}" if fraction else f"{x:{sign}.4g}"
 
     text = f"{num(est.value)}{unit} [{num(est.low)}, {num(est.high)}]"
+    if est.ci90:
+        text += f"; 90% [{num(est.ci90[0])}, {num(est.ci90[1])}]"
     if est.spreads:
         text += f" (std {num(est.spreads[0], '')} vs {num(est.spreads[1], '')}{unit})"
     return f"{verdict.compared}: {text}" if verdict.compared else text
@@ -181,5 +194,6 @@ def claims_section(
     header = ["claim", "source", "paper", "ours (95% CI)", "test", "n", "p", "verdict"]
     lines = ["## Claims", "", f"**{summary}**", ""]
     lines += list(extra) + ([""] if extra else [])
-    legend = CLAIMS_LEGEND + ("" if below is None else " " + BAR_LEGEND)
+    margins = any(v.claim.kind in claims.MARGIN_KINDS for v in verdicts)
+    legend = " ".join([CLAIMS_LEGEND] + [MARGIN_LEGEND] * margins + ([] if below is None else [BAR_LEGEND]))
     return lines + [markdown_table(header, claims_rows(verdicts, below)), "", legend, ""]

@@ -46,6 +46,13 @@ DERIVED = (MCE, RELATIVE_MCE)  # computed by the reporter against report.robustn
 SEVERITY = "SEVERITY"  # the claims' pseudo-axis along severities (0 = clean)
 SEVERITY_METRICS = (CLEAN_TOP1, CLEAN_ECE)  # the metrics a claim along SEVERITY may name
 
+
+def is_fraction(metric: str) -> bool:
+    """Whether a metric is an accuracy in [0, 1] (shown in percent, its differences in percentage points)."""
+    name = metric.rsplit("/", 1)[-1]
+    return name.startswith("top") or "acc" in name
+
+
 _CORRUPTION_RE = re.compile(
     r"^corruption/(?:(?P<name>[a-z_]+)/(?P<severity>[1-5])|severity_(?P<level>[1-5]))/(?P<what>top1|ece)$"
 )

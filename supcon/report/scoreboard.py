@@ -54,8 +54,9 @@ UNIT_TITLES = {
 }
 NOT_TESTED_NOTE = (
     "Why: no report in this folder has a claims.json naming these claims, so no recipe that tests them (one whose "
-    "`report.claims` names them) has been run and reported here yet. The paper's numbers and setting are beside "
-    "each."
+    "`report.claims` names them) has been run and reported here yet; the last column says why not, where the claims "
+    "file knows (`not_tested_because`: a CPU cannot train the paper's setting, or no CPU-scale recipe names the "
+    "claim yet). The paper's numbers and setting are beside each."
 )
 
 
@@ -93,7 +94,7 @@ def read_reports(reports_dir: str) -> tuple[list[tuple[str, dict]], list[str]]:
 
 def format_statistic(entry: dict) -> str:
     """As the report's Claims section prints it: `METHOD=a − METHOD=b: +0.31 pp [+0.13, +0.49]`, or
-    `ρ = +0.91 [+0.78, +0.96]`."""
+    `ρ = +0.91 [+0.78, +0.96]`; a margin test adds its 90% interval (`; 90% [-0.21, +0.41]`)."""
     value, low, high = entry["statistic"], entry["low"], entry["high"]
     if value is None or low is None or high is None:
         return MISSING
@@ -106,6 +107,8 @@ def format_statistic(entry: dict) -> str:
         return f"{x:+.2f}" if unit == PP else f"{x:+.4f}" if unit == ECE else f"{x:+.4g}"
 
     text = f"{num(value)}{suffix} [{num(low)}, {num(high)}]"
+    if entry.get("low90") is not None and entry.get("high90") is not None:
+        text += f"; 90% [{num(entry['low90'])}, {num(entry['high90'])}]"
     return f"{entry['compared']}: {text}" if entry["compared"] else text
 
 
@@ -162,6 +165,10 @@ def _folder_cell(test: Test) -> str:
 def _paper_side(claim: claims.Claim | None) -> str:
     if claim is None:
         return "?"
+    if claim.kind == "equivalent":
+        return f"within ±{claim.margin:g}"
+    if claim.kind == "not_greater":
+        return f"< +{claim.margin:g}"
     return "< 0" if claim.kind in ("less", "lower_spread") else "> 0"
 
 
@@ -209,7 +216,12 @@ LEGEND = (
     "Claims section prints it, with its 95% confidence interval: a difference of means in percentage points (pp; "
     "paired t over seeds, else Welch's t), Spearman's ρ for a rise along a swept value, a difference of ECE (a "
     "fraction) or of mCE (× 100), or of spreads (Brown-Forsythe). **reproduced**: the interval excludes 0 on the "
-    "paper's side; **contradicted**: on the other side; inconclusive: otherwise, or too few runs. *below the "
+    "paper's side; **contradicted**: on the other side; inconclusive: otherwise, or too few runs. With a margin "
+    "(named in the test column, in the claim's unit) the statistic is followed by its 90% interval: an equivalence "
+    "(TOST, statsmodels) is **reproduced** when TOST's p < 0.05 (the 90% interval inside ±margin) and "
+    "**contradicted** when the 95% interval lies entirely outside ±margin; a non-superiority claim (A not above B "
+    "by more than the margin) is **reproduced** when the one-sided 95% upper bound (the 90% interval's upper end) "
+    "is below +margin, **contradicted** when it is not and the 95% interval lies above 0. *below the "
     "bar*: a compared row whose mean top-1 is less than 5 points above raw-pixel logistic regression; such a "
     "verdict measures the training budget, not the method. n counts seeds (pairs), runs or settings as the test "
     "does. Scale: the report's dataset, encoder and pretraining epochs. " + PARSED_MARK + ": the verdict was parsed "
@@ -249,8 +261,10 @@ def build(reports_dir: str, claims_path: str = claims.PAPER_CLAIMS) -> tuple[str
     lines += [f"![each claim test's statistic and 95% interval against zero, by unit]({FIGURE})", ""]
     lines += [
         "Each test's statistic and 95% interval against zero, one panel per unit, coloured by verdict (hollow: "
-        "resting on a row below the CPU-scale bar); the label says on which side of zero the paper is. Tests "
-        "without a statistic (too few runs) are in the table only.",
+        "resting on a row below the CPU-scale bar); the label says on which side of zero the paper is. A test with a "
+        "margin adds its 90% interval (the thick bar) and the margin (black ticks): within ±margin for an "
+        "equivalence, below +margin for a non-superiority claim. Tests without a statistic (too few runs) are in "
+        "the table only.",
         "",
     ]
     lines += ["## Tested claims", ""]
@@ -276,11 +290,12 @@ def build(reports_dir: str, claims_path: str = claims.PAPER_CLAIMS) -> tuple[str
         lines += [NOT_TESTED_NOTE, ""]
         lines += [
             markdown_table(
-                ["claim", "source", "statement", "paper"],
-                [[f"`{c.id}`", c.source, c.statement, paper_cell(c)] for c in untested],
+                ["claim", "source", "statement", "paper", "not tested because"],
+                [[f"`{c.id}`", c.source, c.statement, paper_cell(c), c.not_tested_because or MISSING]
+                 for c in untested],
             ),
             "",
-        ]
+        ]  # fmt: skip
     else:
         lines += ["None: every claim is tested by a report.", ""]
     lines += ["## Reports", ""]
@@ -316,10 +331,25 @@ def panels(tests: list[Test]) -> list[tuple[str, list[Test]]]:
     return [(u, [t for t in drawn if t.entry["unit"] == u]) for u in units]
 
 
+def _draw_margin(ax, y: float, entry: dict, claim: claims.Claim | None, color: str) -> None:
+    """A margin test's 90% interval as a thick bar and its margin as black ticks (±margin for an equivalence,
+    +margin for a non-superiority claim); nothing for other tests."""
+    if entry.get("margin") is None:
+        return
+    if entry.get("low90") is not None and entry.get("high90") is not None:
+        ax.plot([entry["low90"], entry["high90"]], [y, y], color=color, linewidth=5, alpha=0.45,
+                solid_capstyle="butt")  # fmt: skip
+    margin = entry["margin"]
+    ticks = [margin] if claim is not None and claim.kind == "not_greater" else [-margin, margin]
+    ax.plot(ticks, [y] * len(ticks), linestyle="", marker="|", color="black", markersize=13, markeredgewidth=1.5,
+            gid="margin")  # fmt: skip
+
+
 def figure(tests: list[Test], known: dict[str, claims.Claim] | None = None) -> Figure:
     """One panel per unit (`panels`), one row per test (top to bottom in table order): the statistic with its 95%
     interval as an error bar against a line at zero, coloured by verdict, hollow when it rests on a row below the
-    CPU-scale bar; each label names the claim, setting, report and the paper's side of zero."""
+    CPU-scale bar (a margin test adds its 90% interval and margin: `_draw_margin`); each label names the claim,
+    setting, report and the paper's side of zero (or of the margin)."""
     known = known or {}
     groups = panels(tests)
     if not groups:
@@ -339,6 +369,7 @@ def figure(tests: list[Test], known: dict[str, claims.Claim] | None = None) -> F
                 color=color, ecolor=color, markerfacecolor="white" if e["below_bar"] else color, capsize=3,
                 markersize=6, linewidth=1.5,
             )  # fmt: skip
+            _draw_margin(ax, y, e, known.get(e["claim"]), color)
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.set_yticks(ys, [_label(t, known.get(t.entry["claim"])) for t in panel], fontsize=8)
         ax.set_ylim(-0.7, len(panel) - 0.3)
@@ -350,6 +381,8 @@ def figure(tests: list[Test], known: dict[str, claims.Claim] | None = None) -> F
     handles = [Line2D([], [], marker="o", linestyle="", color=COLORS[k], label=k) for k in COLORS]
     handles.append(Line2D([], [], marker="o", linestyle="", color="black", markerfacecolor="white",
                           label="below the CPU-scale bar"))  # fmt: skip
+    if any(t.entry.get("margin") is not None for _, panel in groups for t in panel):
+        handles.append(Line2D([], [], marker="|", linestyle="", color="black", markersize=10, label="margin"))
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
     return fig
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from supcon import workdir
 from supcon.report.data import MISSING, Run, sort_key, value_label
+from supcon.report.metrics import is_fraction  # also imported from here by the reporter's modules
 from supcon.report.paper_numbers import (  # noqa: F401  (re-exported: the reporter's tables use the paper's numbers)
     PAPER_NUMBERS,
     WILDCARD,
@@ -56,12 +57,6 @@ def infer_paper_row(numbers: list[dict], table: str, stem: str) -> str | None:
         if len(paper_label(r)) >= 4 and paper_label(r).isalpha() and paper_label(r) in name
     ]
     return hits[0] if len(hits) == 1 else None
-
-
-def is_fraction(metric: str) -> bool:
-    """Whether a metric is an accuracy in [0, 1] (shown in percent)."""
-    name = metric.rsplit("/", 1)[-1]
-    return name.startswith("top") or "acc" in name
 
 
 def summarize(values: list[float]) -> tuple[float | None, float | None, int]:

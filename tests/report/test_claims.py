@@ -82,17 +82,17 @@ def test_the_claims_file_holds_the_papers_claims():
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("x,Table 2,greater,eval/top1,METHOD=a,,,,,,,,s", "claim x (greater) needs a value for b"),
-        ("x,Table 2,bigger,eval/top1,METHOD=a,METHOD=b,,,,,,,s", "kind 'bigger' must be one of"),
+        ("x,Table 2,greater,eval/top1,METHOD=a,,,,,,,,,s,", "claim x (greater) needs a value for b"),
+        ("x,Table 2,bigger,eval/top1,METHOD=a,METHOD=b,,,,,,,,s,", "kind 'bigger' must be one of"),
         (
-            "x,Table 2,greater,eval/top1,method=a,METHOD=b,,,,,,,s",
+            "x,Table 2,greater,eval/top1,method=a,METHOD=b,,,,,,,,s,",
             "row 'method=a' must be MACRO=value",
         ),
-        ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,high,,,,s", "'high' is not a number"),
-        ("x,Table 5,lowest,eval/top1,METHOD=a,,CAP,,,,,,s", "must be one value of its axis CAP"),
-        ("X,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,s", "id 'X' must be lower_case"),
-        ("x,Table 2,greater,eval/top2,METHOD=a,METHOD=b,,,,,,,s", "metric 'eval/top2' is not one a run writes"),
-        ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,s", "12 fields, expected 13"),
+        ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,high,,,,s,", "'high' is not a number"),
+        ("x,Table 5,lowest,eval/top1,METHOD=a,,CAP,,,,,,,s,", "must be one value of its axis CAP"),
+        ("X,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,,s,", "id 'X' must be lower_case"),
+        ("x,Table 2,greater,eval/top2,METHOD=a,METHOD=b,,,,,,,,s,", "metric 'eval/top2' is not one a run writes"),
+        ("x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,s,", "14 fields, expected 15"),
     ],
 )
 def test_a_malformed_claims_file_names_the_line(tmp_path, row, message):
@@ -105,7 +105,7 @@ def test_a_malformed_claims_file_names_the_line(tmp_path, row, message):
 
 def test_a_duplicate_id_and_a_bad_header_are_errors(tmp_path):
     path = tmp_path / "claims.csv"
-    row = "x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,s"
+    row = "x,Table 2,greater,eval/top1,METHOD=a,METHOD=b,,,,,,,,s,"
     path.write_text(",".join(claims.FIELDS) + f"\n{row}\n{row}\n")
     with pytest.raises(claims.ClaimError, match=r":3: duplicate claim id x"):
         claims.load_claims(str(path))

@@ -551,7 +551,7 @@ def test_the_claims_section_states_the_robustness_verdicts(tmp_path):
 
 def test_a_claims_file_rejects_severity_on_other_kinds(tmp_path):
     path = tmp_path / "claims.csv"
-    row = "x,Table 6,greater,eval/ece,METHOD=a,METHOD=b,SEVERITY,,,,,,s"
+    row = "x,Table 6,greater,eval/ece,METHOD=a,METHOD=b,SEVERITY,,,,,,,s,"
     path.write_text(",".join(claims.FIELDS) + "\n" + row + "\n")
     with pytest.raises(claims.ClaimError, match="axis SEVERITY .* needs kind increasing"):
         claims.load_claims(str(path))

@@ -150,6 +150,37 @@ def test_figure_groups_tests_by_unit_and_is_drawn(reports, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_untested_claims_say_why_not_yet(reports):
+    text, _ = scoreboard.build(str(reports))
+    untested = {re.match(r"\| `([a-z0-9_]+)`", row)[1]: row for row in table_rows(text, "Not tested yet")}
+    known = claims.load_claims()
+    assert "| claim | source | statement | paper | not tested because |" in text
+    assert untested["table3_supcon_gt_ce"].endswith(f"| {known['table3_supcon_gt_ce'].not_tested_because} |")
+    assert "a CPU cannot train" in untested["table3_supcon_gt_ce"]
+    assert untested["joint_two_stage_equivalent"].endswith("| no CPU-scale recipe yet |")
+    assert untested["table1_out_gt_in"].endswith("| – |")  # the claims file gives no reason
+
+
+def test_a_margin_test_shows_its_90_interval_and_margin(reports, tmp_path):
+    margin_entry = entry("ce_longer_not_greater", "inconclusive", "pp", (0.12, -0.31, 0.55), p=0.19,
+                         compared="A − B", test="non-superiority paired t (by SEED), margin +0.5 pp", below=[],
+                         reason="the one-sided 95% upper bound is not below +margin and the 95% interval includes 0")
+    margin_entry.update(margin=0.5, low90=-0.2, high90=0.51)
+    write(reports, "eta", record("eta", [margin_entry]))
+    text, tests = scoreboard.build(str(reports))
+    row = next(r for r in table_rows(text, "Tested claims") if "`ce_longer_not_greater`" in r)
+    assert ("| A − B: +0.12 pp [-0.31, +0.55]; 90% [-0.20, +0.51] | non-superiority paired t (by SEED), margin "
+            "+0.5 pp | 5 pairs | 0.190 |") in row
+    assert "With a margin" in text and "(the thick bar) and the margin (black ticks)" in text
+    fig = scoreboard.figure(tests, claims.load_claims())
+    pp = fig.axes[0]
+    labels = [t.get_text() for t in pp.get_yticklabels()]
+    assert labels[-1] == "ce_longer_not_greater (eta; paper < +0.5)"
+    assert [list(line.get_xdata()) for line in pp.lines if line.get_gid() == "margin"] == [[0.5]]  # one side only
+    assert "margin" in [t.get_text() for t in fig.legends[0].get_texts()]
+    scoreboard.draw(tests, str(tmp_path / "claims.png"))
+
+
 def test_written_twice_byte_identical_with_figure(reports):
     readme = scoreboard.write_scoreboard(str(reports))
     first = (open(readme, "rb").read(), (reports / "claims.png").read_bytes())
