@@ -14,7 +14,8 @@ from supcon.experiment.shown import count, rel
 
 def describe_grid(plan: Plan) -> str:
     """`recipes/x.gin: 6 points (points 2 x SEED 3)`, with how many are selected and whose runs it reads; then a
-    line per damaged file of the run records beside the report (`Plan.damaged_records`)."""
+    line per damaged file of the run records beside the report (`Plan.damaged_records`) and per run record of a
+    grid.reuse_from recipe skipped as damaged or unfinished (`Plan.reuse_notes`)."""
     recipe = plan.recipe
     sizes = ([f"points {len(recipe.points)}"] if recipe.points else []) + [
         f"{k} {len(v)}" for k, v in recipe.axes.items()
@@ -24,7 +25,8 @@ def describe_grid(plan: Plan) -> str:
     text = f"{rel(recipe.path)}: {n} point{'' if n == 1 else 's'}{shape}"
     if len(plan.points) != len(plan.grid_points):
         text += f", {len(plan.points)} selected"
-    return text + _runs_of_note(plan) + "".join("\n" + p.line(rel) for p in plan.damaged_records)
+    notes = [p.line(rel) for p in plan.damaged_records] + plan.reuse_notes
+    return text + _runs_of_note(plan) + "".join("\n" + line for line in notes)
 
 
 def _runs_of_note(plan: Plan) -> str:
@@ -54,7 +56,7 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
             )
         if status == NEEDS_EVAL:
             note += f"  (lacks {count(len(plan.missing_metrics(point)), 'metric')}: scored in eval mode, no training)"
-        elif eval_only and status not in (workdir.DONE, UNUSABLE, reuse.COPY):
+        elif eval_only and status not in (workdir.DONE, UNUSABLE, reuse.COPY, reuse.COPY_RECORD):
             note += "  (not run: --eval_only)"
         _, why = workdir.read_object(os.path.join(run_dir, workdir.STATUS))
         if why and status != UNUSABLE:
@@ -66,6 +68,8 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
         holder = Claim(run_dir, claim_timeout).holder()
         if holder and status != workdir.DONE:
             note += f"  [claimed by {holder}]"
+        if status == reuse.COPY_RECORD:  # nothing goes to the run dir: the record is copied beside the report
+            run_dir, note = plan.record_dir(point), f"{note}  <- {rel(plan.record_copies[point.id])}"
         print(f"  {status:<8} {point.id}  {rel(run_dir)}{note}")
     print("status: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0

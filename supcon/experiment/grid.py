@@ -401,8 +401,9 @@ def runs_of_points(recipe: Recipe, other: Recipe) -> list[Point]:
 def resolve_reuse_from(recipe: Recipe, recipes_dir: str = RECIPES_DIR) -> None:
     """Checks `grid.reuse_from = ['other', ...]` and sets `recipe.reuse_from_paths` to those recipes' files.
 
-    The runner copies a finished run of one of those recipes (`<runs_dir>/<other>/`) whose recorded settings are
-    exactly a point's, instead of training the point (`supcon.experiment.reuse`). A recipe that reads another's runs
+    The runner copies a finished run of one of those recipes (`<runs_dir>/<other>/`, else a finished run record
+    beside its report, `<report_dir>/<other>/runs/`) whose recorded settings are exactly a point's, instead of
+    training the point (`supcon.experiment.reuse`). A recipe that reads another's runs
     (`grid.runs_of`) trains nothing of its own: it must not bind grid.reuse_from, but may include a recipe that
     does (the other recipe's runner honours it, and so does this one's when it trains into the other's folder).
 

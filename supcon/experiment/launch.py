@@ -1,5 +1,5 @@
 """Training the planned points (no TensorFlow): trainer processes, up to --jobs at once, each point under a claim
-refreshed while it trains; copies from other recipes (grid.reuse_from); finished points scored in eval mode; each
+refreshed while it trains; copies from other recipes' run dirs and run records (grid.reuse_from); finished points scored in eval mode; each
 point's outcome printed as it ends. SIGTERM stops the trainers as Ctrl-C does.
 
 A job's points go one after another to a serving trainer process (`supcon.experiment.worker`) or, with
@@ -55,6 +55,25 @@ def copy_point(plan: Plan, point: grid.Point, claim_timeout: float) -> bool:
 
     return reuse.copy_source(source, plan.run_dir(point), plan.settings[point.id], bool(plan.overlays),
                              same_params(plan), record, claim_timeout)
+
+
+def copy_record_point(plan: Plan, point: grid.Point) -> bool:
+    """Copies the point's planned source run record (another recipe's, beside its report) into this recipe's
+    records (`Plan.record_dir`) with this recipe's point.json (`point_record`, the source's gin_files,
+    `copied_from`; its paths portable, as the reporter writes records); False when a finished record of the point is there already (another runner's).
+
+    Raises:
+      reuse.CopyError: the copy failed or the source no longer qualifies (one line; nothing is left behind).
+    """
+    source = plan.record_copies[point.id]
+    stem = os.path.basename(os.path.dirname(os.path.dirname(source)))  # <report_dir>/<stem>/runs/<slug>
+
+    def record(theirs: dict) -> dict:  # with no machine's paths, as every record (workdir.portable_point)
+        mine = {**point_record(plan, point, theirs.get("gin_files", [])), reuse.COPIED_FROM: command_path(source)}
+        return workdir.portable_point(mine, os.getcwd())
+
+    return reuse.copy_record(source, plan.record_dir(point), stem, plan.settings[point.id], bool(plan.overlays),
+                             same_params(plan), record, point.id)
 
 
 class Launcher:
@@ -117,6 +136,8 @@ class Launcher:
         if self.plan.status(point) == workdir.RECORDED:  # finished on another machine: its record is committed
             self.say(n, "skip", point, " (recorded)")
             return Outcome(point, "skipped", "recorded")
+        if self.plan.status(point) == reuse.COPY_RECORD:
+            return self._copy_record(n, point)
         if self.plan.status(point) == reuse.COPY:
             copied = self._copy(n, point)
             if copied is not None:
@@ -165,6 +186,25 @@ class Launcher:
             self.plan.copied[point.id] = source
         self.say(n, reuse.COPIED, point, f" <- {rel(source)}")
         return None if self.plan.missing_metrics(point) else Outcome(point, reuse.COPIED, rel(source))
+
+    def _copy_record(self, n: int, point: grid.Point) -> Outcome:
+        """Copies the point's run record from another recipe's report (grid.reuse_from, `copy_record_point`): the
+        point is then recorded, as if it had finished on another machine."""
+        source = self.plan.record_copies[point.id]
+        try:
+            placed = copy_record_point(self.plan, point)
+        except reuse.CopyError as e:
+            self.say(n, "failed", point, f" copying {rel(source)}: {e}")
+            return Outcome(point, "failed", f"copying {rel(source)} failed: {e}")
+        with self.lock:
+            self.plan.recorded[point.id] = self.plan.record_dir(point)
+            if placed:
+                self.plan.copied[point.id] = source
+        if not placed:
+            self.say(n, "skip", point, " (recorded by another runner)")
+            return Outcome(point, "skipped", "recorded")
+        self.say(n, reuse.COPIED, point, f" <- {rel(source)}")
+        return Outcome(point, reuse.COPIED, rel(source))
 
     def _train(self, n: int, point: grid.Point, run_dir: str, claim: Claim, scoring: bool = False) -> Outcome:
         """Trains the point, or with `scoring` evaluates its finished run in eval mode (no training)."""

@@ -50,7 +50,9 @@ def summarize(plan: Plan, outcomes: list[Outcome]) -> int:
     states = ("trained", "skipped", "failed", UNUSABLE, "busy", "interrupted", EVALUATED, NOT_RUN)
     by_state = {s: [o for o in outcomes if o.state == s] for s in states}
     copied = [o for o in outcomes if o.point.id in plan.copied]  # scored copies are also among the evaluated
-    parts = [f"{len(by_state['trained'])} trained"] + ([f"{len(copied)} copied from other recipes"] if copied else [])
+    records = sum(o.point.id in plan.record_copies for o in copied)
+    how = f" ({records} from their run records)" if records else ""
+    parts = [f"{len(by_state['trained'])} trained"] + ([f"{len(copied)} copied from other recipes{how}"] if copied else [])
     parts += [f"{len(by_state['skipped'])} already done", f"{len(by_state['failed'])} failed"]
     parts += [f"{len(by_state[s])} {s}" for s in (EVALUATED, UNUSABLE, "busy", "interrupted") if by_state[s]]
     if by_state[NOT_RUN]:

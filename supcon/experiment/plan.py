@@ -41,7 +41,9 @@ class Plan:
     settings: dict = dataclasses.field(default_factory=dict)  # point id -> {binding: gin text} (grid.point_settings)
     unrecorded: set = dataclasses.field(default_factory=set)  # ids of points whose run dir predates recorded settings
     copies: dict = dataclasses.field(default_factory=dict)  # point id -> another recipe's run dir to copy (reuse_from)
-    copied: dict = dataclasses.field(default_factory=dict)  # point id -> the run dir copied by this runner
+    copied: dict = dataclasses.field(default_factory=dict)  # point id -> the run dir (or record) copied by this runner
+    record_copies: dict = dataclasses.field(default_factory=dict)  # point id -> another report's run record to copy
+    reuse_notes: list = dataclasses.field(default_factory=list)  # one line per source record skipped as damaged
     recorded: dict = dataclasses.field(default_factory=dict)  # point id -> its finished record beside the report
     damaged_records: list = dataclasses.field(default_factory=list)  # report_data.RecordProblem, one per damaged file
 
@@ -52,6 +54,10 @@ class Plan:
 
     def run_dir(self, point: grid.Point) -> str:
         return os.path.join(self.runs_root, self.dirs.get(point.id, point.slug))
+
+    def record_dir(self, point: grid.Point) -> str:
+        """The point's run record beside the report: `<report>/runs/<its run dir's name>`."""
+        return os.path.join(self.report_out, workdir.RECORDS_DIR, os.path.basename(self.run_dir(point)))
 
     def missing_metrics(self, point: grid.Point, run_dir: str | None = None) -> list[str]:
         """The result.json keys the point's settings ask for that its finished run (or the finished `run_dir`, e.g.
@@ -65,8 +71,8 @@ class Plan:
     def status(self, point: grid.Point) -> str:
         """workdir.point_status, UNUSABLE, NEEDS_EVAL for a finished point that lacks asked-for metrics,
         workdir.RECORDED for a point not finished here whose finished record is beside the report (it finished on
-        another machine), or reuse.COPY for a point with no trained run that will be copied from another recipe
-        (grid.reuse_from)."""
+        another machine), reuse.COPY for a point with no trained run that will be copied from another recipe's run
+        dir, or reuse.COPY_RECORD from another recipe's run record (grid.reuse_from)."""
         if point.slug in self.unusable:
             return UNUSABLE
         status = workdir.point_status(self.run_dir(point))
@@ -74,6 +80,8 @@ class Plan:
             return workdir.RECORDED
         if status == reuse.NEW and point.id in self.copies:
             return reuse.COPY
+        if status == reuse.NEW and point.id in self.record_copies:
+            return reuse.COPY_RECORD
         return NEEDS_EVAL if status == workdir.DONE and self.missing_metrics(point) else status
 
 
@@ -123,6 +131,8 @@ def make_plan(argv: list[str], options: Options) -> Plan:
     _check_existing(plan)
     plan.recorded, plan.damaged_records = find_records(plan, strict=not options.report_only)
     plan.copies = plan_copies(plan, options.runs_dir)
+    if not options.report_only:
+        plan.record_copies, plan.reuse_notes = plan_record_copies(plan, options.report_dir)
     return plan
 
 
@@ -330,17 +340,45 @@ def plan_copies(plan: Plan, runs_dir: str) -> dict[str, str]:
     """{point id: run dir to copy} for the selected points with no trained run (no run dir, or status 'new') that a
     recipe of grid.reuse_from (the trainer recipe's) has finished in `runs_dir` with exactly their settings
     (supcon.experiment.reuse). None with TF_CONFIG: every host of a multi-host point must run the same points."""
+    stems, wanting = _reuse_wanted(plan)
+    smoke = bool(plan.overlays)
+    return reuse.find_copies(reuse.folders(runs_dir, stems, smoke), smoke, same_params(plan), wanting)
+
+
+def plan_record_copies(plan: Plan, report_dir: str) -> tuple[dict[str, str], list[str]]:
+    """{point id: run record to copy} for the selected points with no trained run, no record of their own and no
+    run dir to copy (`plan_copies`) whose settings a finished record of a grid.reuse_from recipe, beside its report
+    in `report_dir` (`<report_dir>/<other>/runs/<slug>/`), recorded exactly, with every metric the point asks for;
+    and one line per source record skipped as damaged or unfinished, or lacking metrics the point asks for."""
+    stems, wanting = _reuse_wanted(plan)
+    wanting = {pid: settings for pid, settings in wanting.items() if pid not in plan.copies}
+    smoke = bool(plan.overlays)
+    folders = dict(zip(reuse.record_folders(report_dir, stems, smoke), stems, strict=True))
+    found, skipped = reuse.find_record_copies(folders, smoke, same_params(plan), wanting)
+    notes = [f"grid.reuse_from: {rel(path)} {problem}; not copied" for path, problem in skipped]
+    for point in plan.points:
+        lacking = plan.missing_metrics(point, found[point.id]) if point.id in found else []
+        if lacking:
+            notes.append(f"grid.reuse_from: {rel(os.path.join(found.pop(point.id), workdir.RESULT))} lacks "
+                         f"{len(lacking)} of the metrics {rel(plan.recipe.path)} asks for, e.g. {lacking[0]}; not "
+                         "copied")
+    return found, notes
+
+
+def _reuse_wanted(plan: Plan) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The stems of the trainer recipe's grid.reuse_from, and {id: settings} of the selected points that may be
+    copied: usable, nothing trained in their run dir, no finished record of their own. None with TF_CONFIG: every
+    host of a multi-host point must run the same points."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in plan.trainer_recipe.reuse_from_paths]
     if not stems or os.environ.get("TF_CONFIG"):
-        return {}
+        return [], {}
     wanting = {
         p.id: plan.settings[p.id]
         for p in plan.points
         if p.slug not in plan.unusable and workdir.point_status(plan.run_dir(p)) == reuse.NEW
         and p.id not in plan.recorded
     }
-    smoke = bool(plan.overlays)
-    return reuse.find_copies(reuse.folders(runs_dir, stems, smoke), smoke, same_params(plan), wanting)
+    return stems, wanting
 
 
 def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:

@@ -10,7 +10,14 @@ as a dict of gin texts: a run dir written before they were recorded is never cop
 
 The copy (`copy_run`) is made in a temporary sibling of the point's run dir (`.<slug>.copy-*/run`), gets this
 recipe's point.json (with `copied_from`) and is then renamed into place: readers see no run dir or the whole copy,
-never half of one. The runner imports this module: no TensorFlow here.
+never half of one.
+
+When no run dir qualifies, a finished run record of those recipes (`<report_dir>/<other>/runs/<slug>/`, committed
+beside their reports, `supcon.report.records`) may: the same checks, and no damaged file
+(`supcon.report.data.record_problems`). `find_record_copies` also returns what it skipped, one (file, problem) per
+damaged or unfinished record that could have been the source, and `copy_record` copies the record folder into this
+recipe's records the same way (`.<slug>.copy-*/record`, then renamed): the point is then `recorded`, not trained.
+The runner imports this module: no TensorFlow here.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from collections.abc import Callable
 from supcon import workdir
 from supcon.experiment.bindings import settings_hash
 from supcon.experiment.claim import HOST, Claim
+from supcon.report import data as report_data
 
 COPY = "copy"  # the status of a point the runner will copy (--dry_run)
+COPY_RECORD = "copy record"  # the status of a point whose run record the runner will copy from another report
 COPIED = "copied"  # the outcome of a point the runner copied
 COPIED_FROM = "copied_from"  # point.json: the run dir a copied run came from
 NEW = "new"  # workdir.point_status of a run dir where nothing was trained
@@ -162,6 +171,111 @@ def copy_run(source: str, target: str, record: Callable[[dict], dict], check: Ca
         raise CopyError(_one_line(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def record_folders(report_dir: str, stems: list[str], smoke: bool) -> list[str]:
+    """The run records of the recipes `stems` names, beside their reports: `<report_dir>/<stem>/runs` (--smoke:
+    `<report_dir>/smoke/<stem>/runs`)."""
+    return [os.path.join(folder, workdir.RECORDS_DIR) for folder in folders(report_dir, stems, smoke)]
+
+
+def record_problem(record: str, stem: str) -> tuple[str, str]:
+    """What makes a run record of recipe `stem` no source to copy, as (the file, what is wrong with it, to follow
+    its path), or ('', ''): a damaged file (`supcon.report.data.record_problems`, even one its own report still
+    uses), or an unfinished run (failed, or no result.json)."""
+    parent, slug = os.path.split(record)
+    for problem in report_data.record_problems(parent, stem):
+        if problem.slug == slug:
+            return problem.path, problem.problem
+    status = workdir.read_json(os.path.join(record, workdir.STATUS), {}) or {}
+    if workdir.point_status(record) != workdir.DONE or status.get("state") != workdir.DONE:
+        if status.get("state"):
+            return os.path.join(record, workdir.STATUS), f"says {status['state']}, not done: not finished"
+        return os.path.join(record, workdir.RESULT), "is missing: not finished"
+    return "", ""
+
+
+def find_record_copies(record_dirs: dict[str, str], smoke: bool, same_params: Callable[[list], bool],
+                       wanting: dict[str, dict[str, str]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """{point id: the run record to copy} for the points of `wanting` ({id: the settings it trains with}) whose
+    settings a finished record in `record_dirs` ({folder: its recipe's stem}, searched in order, records by name)
+    recorded exactly (`match`); and what was skipped: (file, problem) of each record that fails `record_problem`
+    and could have been a source (its settings are a wanting point's, or its point.json cannot be read), for the
+    runner to name in one line. A record that fails `source_problem` (another --smoke or --gin_params) is passed
+    over silently, as a run dir is."""
+    found: dict[str, list[Source]] = {}
+    skipped: list[tuple[str, str]] = []
+    wanted = {settings_hash(s): s for s in wanting.values()}
+    for folder, stem in record_dirs.items() if wanting else ():
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            record = os.path.join(folder, name)
+            if name.startswith(".") or not os.path.isdir(record):
+                continue
+            point, _ = workdir.read_object(os.path.join(record, workdir.POINT))
+            settings = workdir.recorded_settings(point)
+            if point is not None and (settings is None or wanted.get(settings_hash(settings)) != settings):
+                continue  # no source for any point here, whatever its state
+            path, problem = record_problem(record, stem)
+            if problem:
+                skipped.append((path, problem))
+            elif settings is not None and not source_problem(record, smoke, same_params):
+                found.setdefault(settings_hash(settings), []).append(Source(record, settings))
+    copies = {pid: match(found, settings) for pid, settings in wanting.items()}
+    return {pid: source for pid, source in copies.items() if source}, skipped
+
+
+def copy_record(source: str, target: str, stem: str, settings: dict[str, str], smoke: bool,
+                same_params: Callable[[list], bool], record: Callable[[dict], dict], point_id: str) -> bool:
+    """Copies the run record `source` of recipe `stem` (from `find_record_copies`) to the record folder `target`,
+    with point.json `record(source's point.json)`: into a temporary sibling of `target`, checked again
+    (`record_problem`, `source_problem`, exactly `settings`), then renamed into place. A `target` that holds no finished record
+    of point `point_id` (a failed or damaged one) is replaced.
+
+    Returns:
+      True when the copy is in place; False when `target` holds a finished record of the point (another runner's).
+
+    Raises:
+      CopyError: copying failed or the source no longer qualifies (one line); nothing is left behind.
+    """
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.copy-", dir=parent)
+    except OSError as e:
+        raise CopyError(f"cannot create a temporary copy in {parent}: {e.strerror or e}") from None
+    try:
+        copy = os.path.join(tmp, "record")
+        shutil.copytree(source, copy, symlinks=True)
+        path, problem = record_problem(copy, stem)
+        problem = f"{os.path.relpath(path, copy)} {problem}" if problem and path != copy else problem
+        problem = problem or source_problem(copy, smoke, same_params)
+        if not problem and workdir.recorded_settings(workdir.read_json(os.path.join(copy, workdir.POINT))) != settings:
+            problem = "it was trained with other settings"
+        if problem:
+            raise CopyError(f"the source no longer qualifies: {problem} (changed meanwhile?)")
+        new = record(workdir.read_json(os.path.join(copy, workdir.POINT), {}) or {})
+        workdir.write_json_atomic(os.path.join(copy, workdir.POINT), new)
+        return _place_record(copy, target, tmp, point_id)
+    except OSError as e:
+        raise CopyError(_one_line(e)) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _place_record(copy: str, target: str, tmp: str, point_id: str) -> bool:
+    """Renames `copy` to `target`; a `target` that is not a finished record of `point_id` is first moved into
+    `tmp`."""
+    if os.path.lexists(target):
+        if workdir.point_status(target) == workdir.DONE and not workdir.run_problem(target, point_id):
+            return False
+        os.rename(target, os.path.join(tmp, "replaced"))
+    try:
+        os.rename(copy, target)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False  # another runner placed a record meanwhile
+        raise
+    return True
 
 
 def _make_own(copy: str, record: Callable[[dict], dict]) -> None:

@@ -23,13 +23,14 @@ from supcon.experiment.worker import Worker
 
 def to_validate(plan: Plan, eval_only: bool) -> list:
     """The selected points a trainer process will get: those not done nor unusable (with --eval_only, only those
-    that need scoring), a point to copy when its copy will lack metrics the recipe asks for."""
+    that need scoring), a point to copy when its copy will lack metrics the recipe asks for (never one whose run
+    record is copied: it is recorded, not trained)."""
     todo = []
     for point in plan.points:
         status = plan.status(point)
         if status == reuse.COPY:
             status = NEEDS_EVAL if plan.missing_metrics(point, plan.copies[point.id]) else workdir.DONE
-        if status not in (UNUSABLE, workdir.DONE, workdir.RECORDED) and (not eval_only or status == NEEDS_EVAL):
+        if status not in (UNUSABLE, workdir.DONE, workdir.RECORDED, reuse.COPY_RECORD) and (not eval_only or status == NEEDS_EVAL):
             todo.append(point)
     return todo
 

@@ -2,8 +2,9 @@
 
 So that nobody mistakes a CPU digits run for a CIFAR-10 result, every report opens with one plain sentence
 on the scale (dataset, image size, encoder, epochs, batch, hardware, from `env.json`), the git SHA(s), the
-package versions, the count of points done/failed/missing and the training wall time; and, when some runs came
-from uncommitted code, which ones, with links to their patches in the run records beside the report. No TensorFlow.
+package versions, the count of points done/failed/missing and the training wall time; when some runs came
+from uncommitted code, which ones, with links to their patches in the run records beside the report; and which
+points were copied from another recipe's runs or run records (`grid.reuse_from`). No TensorFlow.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ def provenance(runs: list[Run]) -> list[str]:
     code = ", ".join(f"{s} ({n} runs)" if len(shas) > 1 else s for s, n in sorted(shas.items()))
     lines.append(f"- **Code:** git {code or MISSING}.")
     lines += uncommitted_code(runs)
+    lines += copied_runs(runs)
     versions: dict[str, set] = {}
     for run in runs:
         for name, version in (run.env.get("versions") or {}).items():
@@ -160,6 +162,28 @@ def uncommitted_code(runs: list[Run], shown: int = 3) -> list[str]:
             continue
         where = ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
         lines.append(f"  - patch `{digest[:8]}` ({where}): {', '.join(_patch_link(r) for r in members)}")
+    return lines
+
+
+def copied_runs(runs: list[Run]) -> list[str]:
+    """Which points were not trained for this recipe but copied by `grid.reuse_from` (point.json `copied_from`):
+    one line per source folder, another recipe's run dirs (`runs/<other>/`) or its committed run records
+    (`reports/<other>/runs/`); no line when nothing was copied."""
+    copied = [r for r in runs if r.state != SKIPPED and isinstance(r.point.get("copied_from"), str)]
+    if not copied:
+        return []
+    groups: dict[str, list[str]] = {}
+    for run in sorted(copied, key=lambda r: r.slug):
+        groups.setdefault(run.point["copied_from"].replace("\\", "/").rpartition("/")[0], []).append(run.slug)
+    lines = [
+        f"- **Copied from other recipes** (`grid.reuse_from`), not trained for this recipe: {len(copied)} "
+        f"point{'' if len(copied) == 1 else 's'}, each a copy of another recipe's finished run with exactly its "
+        "training settings:"
+    ]
+    for folder, slugs in sorted(groups.items()):
+        parts = folder.split("/")
+        kind = "run records" if len(parts) >= 3 and parts[-1] == workdir.RECORDS_DIR else "run dirs"
+        lines.append(f"  - from the {kind} in `{folder}/`: {', '.join(f'`{s}`' for s in slugs)}")
     return lines
 
 
