@@ -118,7 +118,7 @@ def provenance(runs: list[Run]) -> list[str]:
                 " (dirty)" if run.env.get("git_dirty") else ""
             )
             shas[sha] = shas.get(sha, 0) + 1
-    code = ", ".join(f"{s} ({n} runs)" if len(shas) > 1 else s for s, n in sorted(shas.items()))
+    code = ", ".join(f"{s} ({n} run{'' if n == 1 else 's'})" if len(shas) > 1 else s for s, n in sorted(shas.items()))
     lines.append(f"- **Code:** git {code or MISSING}.")
     lines += uncommitted_code(runs)
     lines += copied_runs(runs)

@@ -62,7 +62,7 @@ def test_the_header_names_the_runs_from_uncommitted_code_and_links_their_patches
     head = _header(open(report.write_report(runs_dir, str(out), plots=False)).read())
 
     a, b = hashlib.sha256(PATCH_A).hexdigest()[:8], hashlib.sha256(PATCH_B).hexdigest()[:8]
-    assert "- **Code:** git `0123456789ab` (1 runs), `0123456789ab` (dirty) (5 runs)." in head
+    assert "- **Code:** git `0123456789ab` (1 run), `0123456789ab` (dirty) (5 runs)." in head
     assert (
         "- **Uncommitted code:** 5 of 6 runs ran with changes to supcon/, runner.py or recipes/ that are not in "
         "their commit; `git apply` of a run's patch on its commit gives the code it ran:\n"
