@@ -16,6 +16,10 @@ Official options (seed.md §1.3, §1.6) and their counterparts here:
   eval_crop_method RESIZE_THEN_CROP / CROP_THEN_RESIZE / IDENTITY, crop_padding -> eval_preprocess;
   x / 127.5 - 1 and apply_whitening -> normalize.
 `crop_flip` is the crop-and-flip augmentation of cross-entropy baselines and linear heads.
+
+Every resize is TF's bilinear one with half-pixel centres. `antialias` (off by default, as the official code)
+filters downscales with a triangle kernel stretched to the scale factor, as torchvision's RandomResizedCrop and
+Resize do by default; the augmenters and eval_preprocess all take it.
 """
 
 from __future__ import annotations
@@ -72,20 +76,20 @@ def _is_batch(image) -> bool:
     return tf.TensorShape(image.shape).rank == 4
 
 
-def _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip):
+def _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias=False):
     """Random resized crop then (optionally) a horizontal flip; validates the options."""
     ops.channels(image)
     size = ops.size_pair(image_size, image)
     area = ops.check_range("crop_area_range", crop_area_range, 0.0, 1.0)
     aspect = ops.check_range("aspect_ratio_range", aspect_ratio_range, 0.0, float("inf"))
     seeds = ops.split_seed(seed, 2)
-    image = ops.random_resized_crop(image, seeds[0], size, area, aspect)
+    image = ops.random_resized_crop(image, seeds[0], size, area, aspect, antialias)
     return ops.random_flip(image, seeds[1]) if flip else image
 
 
 @_register_batched
 def crop_flip(image, seed, image_size=None, crop_area_range=(0.08, 1.0), flip=True,
-              aspect_ratio_range=(3 / 4, 4 / 3)):
+              aspect_ratio_range=(3 / 4, 4 / 3), antialias=False):
     """Random resized crop and horizontal flip: the CE / linear-stage augmentation.
 
     Args:
@@ -95,13 +99,14 @@ def crop_flip(image, seed, image_size=None, crop_area_range=(0.08, 1.0), flip=Tr
       crop_area_range: (min, max) fraction of the area kept: (0.08, 1) ImageNet, (0.2, 1) CIFAR.
       flip: random horizontal flip with p = 0.5.
       aspect_ratio_range: (min, max) width / height of the crop.
+      antialias: antialiased bilinear resize of the crop (torchvision's default; the official code's is not).
 
     Returns:
       [h, w, C] float32 in [0, 1].
     """
     if _is_batch(image):
-        return batched.crop_flip(image, seed, image_size, crop_area_range, flip, aspect_ratio_range)
-    return _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip)
+        return batched.crop_flip(image, seed, image_size, crop_area_range, flip, aspect_ratio_range, antialias)
+    return _crop_flip(image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias)
 
 
 def _simclr_color(image, seed, strength, color_jitter_probability, torchvision_jitter, grayscale_probability):
@@ -119,7 +124,7 @@ def _simclr_color(image, seed, strength, color_jitter_probability, torchvision_j
 @_register_batched
 def simclr_augment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
                    flip=True, strength=1.0, color_jitter_probability=0.8, torchvision_jitter=False,
-                   grayscale_probability=0.2, blur_probability=0.5):
+                   grayscale_probability=0.2, blur_probability=0.5, antialias=False):
     """SimCLR augmentation: crop, flip, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur.
 
     Args:
@@ -127,7 +132,7 @@ def simclr_augment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), as
         [N, H, W, C] (batched.simclr_augment).
       seed: [2] int stateless seed; for a batch, per-example keys [N] uint64.
       image_size: output size (int or (h, w)); None keeps the input size.
-      crop_area_range, aspect_ratio_range, flip: see `crop_flip`.
+      crop_area_range, aspect_ratio_range, flip, antialias: see `crop_flip`.
       strength: colour strength s: brightness/contrast/saturation 0.8 s, hue 0.2 s.
       color_jitter_probability: probability of the colour jitter.
       torchvision_jitter: torchvision-style jitter (official `use_pytorch_color_jitter`).
@@ -140,10 +145,10 @@ def simclr_augment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), as
     if _is_batch(image):
         return batched.simclr_augment(image, seed, image_size, crop_area_range, aspect_ratio_range, flip, strength,
                                       color_jitter_probability, torchvision_jitter, grayscale_probability,
-                                      blur_probability)
+                                      blur_probability, antialias)
     p_blur = ops.check_probability("blur_probability", blur_probability)
     seeds = ops.split_seed(seed, 3)
-    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip)
+    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip, antialias)
     image = _simclr_color(image, seeds[1], strength, color_jitter_probability, torchvision_jitter,
                           grayscale_probability)
     return ops.gaussian_blur(image, seeds[2], p_blur)
@@ -158,11 +163,12 @@ def _check_randaugment(num_layers, magnitude):
 
 @_register
 def randaugment(image, seed, image_size=None, num_layers=2, magnitude=10, crop_area_range=(0.08, 1.0),
-                aspect_ratio_range=(3 / 4, 4 / 3), flip=True, cutout_const=40, translate_const=100):
+                aspect_ratio_range=(3 / 4, 4 / 3), flip=True, cutout_const=40, translate_const=100,
+                antialias=False):
     """Crop and flip, then tf-models RandAugment (N ops, magnitude M on the 0-10 scale).
 
     Args:
-      image, seed, image_size, crop_area_range, aspect_ratio_range, flip: see `crop_flip`.
+      image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias: see `crop_flip`.
       num_layers: N, operations applied in sequence (each one of 16 operations or identity).
       magnitude: M in [0, 10] (official `augmentation_magnitude` for RANDAUGMENT).
       cutout_const, translate_const: Cutout half-side and translation in pixels at level 10 (tf-models
@@ -173,24 +179,24 @@ def randaugment(image, seed, image_size=None, num_layers=2, magnitude=10, crop_a
     """
     _check_randaugment(num_layers, magnitude)
     seeds = ops.split_seed(seed, 2)
-    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip)
+    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip, antialias)
     return policies.rand_augment(image, seeds[1], num_layers, float(magnitude), cutout_const, translate_const)
 
 
 @_register
 def autoaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-                flip=True, cutout_const=100, translate_const=250):
+                flip=True, cutout_const=100, translate_const=250, antialias=False):
     """Crop and flip, then tf-models AutoAugment with the ImageNet policy v0.
 
     Args:
-      image, seed, image_size, crop_area_range, aspect_ratio_range, flip: see `crop_flip`.
+      image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias: see `crop_flip`.
       cutout_const, translate_const: pixel scales at level 10 (tf-models AutoAugment defaults).
 
     Returns:
       [h, w, C] float32 in [0, 1].
     """
     seeds = ops.split_seed(seed, 2)
-    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip)
+    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip, antialias)
     return policies.auto_augment(image, seeds[1], policies.POLICY_V0, cutout_const, translate_const)
 
 
@@ -198,11 +204,11 @@ def autoaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0), aspec
 def stacked_randaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0),
                         aspect_ratio_range=(3 / 4, 4 / 3), flip=True, strength=1.0, color_jitter_probability=0.8,
                         torchvision_jitter=False, num_layers=2, magnitude=10, grayscale_probability=0.2,
-                        blur_probability=0.5, cutout_const=40, translate_const=100):
+                        blur_probability=0.5, cutout_const=40, translate_const=100, antialias=False):
     """Official STACKED_RANDAUGMENT: crop, flip, jitter (p 0.8), RandAugment(2, 10), grayscale (p 0.2), blur.
 
     The official code applies RandAugment after the colour jitter (the paper's text says before, seed.md
-    §1.10 item 9); this follows the code. `strength` sets only the jitter strength.
+    §1.10 item 9); this follows the code. `strength` sets only the jitter strength; `antialias` as `crop_flip`.
 
     Returns:
       [h, w, C] float32 in [0, 1].
@@ -214,7 +220,7 @@ def stacked_randaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0
     p_gray = ops.check_probability("grayscale_probability", grayscale_probability)
     p_blur = ops.check_probability("blur_probability", blur_probability)
     seeds = ops.split_seed(seed, 6)
-    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip)
+    image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip, antialias)
     jitter = lambda x: ops.color_jitter(x, seeds[2], strength, torchvision_jitter)  # noqa: E731
     image = ops.random_apply(jitter, p_jitter, seeds[1], image)
     image = policies.rand_augment(image, seeds[3], num_layers, float(magnitude), cutout_const, translate_const)
@@ -223,19 +229,20 @@ def stacked_randaugment(image, seed, image_size=None, crop_area_range=(0.08, 1.0
 
 
 @_register_batched
-def identity_augment(image, seed, image_size=None):
-    """No augmentation (official IDENTITY); only a bilinear resize when `image_size` differs.
+def identity_augment(image, seed, image_size=None, antialias=False):
+    """No augmentation (official IDENTITY); only a bilinear resize (antialiased if `antialias`) when
+    `image_size` differs.
 
     `image` may be [H, W, C] or a batch [N, H, W, C]; `seed` is unused."""
     if _is_batch(image):
-        return batched.identity_augment(image, seed, image_size)
+        return batched.identity_augment(image, seed, image_size, antialias)
     del seed
     ops.channels(image)
-    return ops.resize(image, ops.size_pair(image_size, image))
+    return ops.resize(image, ops.size_pair(image_size, image), antialias)
 
 
 @_register
-def eval_preprocess(image, method="identity", image_size=None, crop_padding=32):
+def eval_preprocess(image, method="identity", image_size=None, crop_padding=32, antialias=False):
     """Evaluation preprocessing (official `eval_crop_method`).
 
     Args:
@@ -245,6 +252,7 @@ def eval_preprocess(image, method="identity", image_size=None, crop_padding=32):
         side S / (S + crop_padding) min(H, W), then resize to S).
       image_size: output size S (int or (h, w)); None = the input's static size.
       crop_padding: pixels added to S before the centre crop (official 32; CIFAR 0).
+      antialias: antialiased bilinear resizes (torchvision's Resize default; the official code's are not).
 
     Returns:
       [h, w, C] float32 in [0, 1].
@@ -256,13 +264,13 @@ def eval_preprocess(image, method="identity", image_size=None, crop_padding=32):
     ops.channels(image)
     height, width = ops.size_pair(image_size, image)
     if method == "identity":
-        return ops.resize(image, (height, width))
+        return ops.resize(image, (height, width), antialias)
     side = min(height, width)
     if method == "resize_then_crop":
-        resized = ops.resize_shorter_side(image, side + crop_padding)
+        resized = ops.resize_shorter_side(image, side + crop_padding, antialias)
         return ops.center_crop(resized, height, width)
     cropped = ops.padded_center_square(image, side, crop_padding)
-    out = tf.image.resize(cropped, (height, width), method="bilinear")
+    out = ops.bilinear(cropped, (height, width), antialias)
     return tf.ensure_shape(out, [height, width, image.shape[-1]])
 
 

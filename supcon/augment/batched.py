@@ -11,12 +11,14 @@ instead of tf.random's Philox streams), with the same distributions:
     (min_object_covered 0.1 of the whole image, 100 attempts, the first that succeeds), TF's C++
     `GenerateRandomCrop` replicated in float32 with its rounding (lrintf = round half to even), then our fallback:
     a failed sample (the whole image) becomes the centre square;
-  * resize: `tf.image.resize(crop, size, 'bilinear')` (half-pixel centres, no antialias) as per-example
+  * resize: `tf.image.resize(crop, size, 'bilinear', antialias=antialias)` (half-pixel centres) as per-example
     interpolation matrices rows [N, h, H] and columns [N, w, W] (offset by the crop's top / left), applied with
-    two batched einsums; the horizontal flip (p 1/2) reverses the rows of the column matrix;
+    two batched einsums; the horizontal flip (p 1/2) reverses the rows of the column matrix. Without antialias
+    a row holds the two bilinear neighbours; with it, TF ScaleAndTranslate's triangle kernel;
   * colour jitter, grayscale and blur: batched_color.py.
-The bilinear weights sum to one up to rounding, so the resized views are clipped to [0, 1] (a no-op but for
-1-ulp excursions; the per-image resize computes a + (b - a) t, which stays inside exactly).
+The weights sum to one up to rounding, so the resized views are clipped to [0, 1] (a no-op but for
+1-ulp excursions; the per-image resize computes a + (b - a) t, which stays inside exactly, and its antialiased
+form is clipped too: ops.bilinear).
 """
 
 from __future__ import annotations
@@ -130,12 +132,15 @@ def sample_crop_boxes(view_keys, height: int, width: int, area_range=(0.08, 1.0)
     return tf.where(is_whole, square, boxes)
 
 
-def interpolation_matrix(starts, lengths, in_size: int, out_size: int) -> tf.Tensor:
+def interpolation_matrix(starts, lengths, in_size: int, out_size: int, antialias: bool = False) -> tf.Tensor:
     """[N, out_size, in_size] bilinear weights resizing the window [start, start + length) of each example.
 
     `tf.image.resize(..., 'bilinear')` in one dimension: x = (i + 0.5) * length / out_size - 0.5, lower =
     max(floor(x), 0), upper = min(ceil(x), length - 1), weight x - floor(x) on upper and the rest on lower.
+    With `antialias`, `tf.image.resize(..., 'bilinear', antialias=True)`: see `triangle_matrix`.
     """
+    if antialias:
+        return triangle_matrix(starts, lengths, in_size, out_size)
     lengths = tf.cast(lengths, tf.int32)
     scale = tf.cast(lengths, tf.float32) / float(out_size)  # [N]
     centre = (tf.range(out_size, dtype=tf.float32) + 0.5)[None, :] * scale[:, None] - 0.5  # [N, out]
@@ -148,13 +153,39 @@ def interpolation_matrix(starts, lengths, in_size: int, out_size: int) -> tf.Ten
             + tf.one_hot(starts + upper, in_size) * lerp)  # [N, out, in]
 
 
-def resize_boxes(images, boxes, size, flips=None) -> tf.Tensor:
+def triangle_matrix(starts, lengths, in_size: int, out_size: int) -> tf.Tensor:
+    """[N, out_size, in_size] antialiased bilinear weights of the window [start, start + length) of each example.
+
+    TF's ScaleAndTranslate with the triangle kernel (what `tf.image.resize(..., 'bilinear', antialias=True)`
+    runs), in its float32 steps: inv_scale = 1 / (out / L), sample s_i = (i + 0.5) inv_scale, kernel scale
+    k = max(inv_scale, 1), weight of window pixel j in [0, L): max(0, 1 - |j + 0.5 - s_i| / k), each row
+    normalised to sum 1 (times the reciprocal of its sum). Upscaling (k = 1) gives the plain bilinear weights up to
+    rounding.
+    """
+    lengths = tf.cast(lengths, tf.int32)
+    scale = float(out_size) / tf.cast(lengths, tf.float32)  # [N], float32 as the op's `scale` input
+    inv_scale = tf.cast(1.0 / tf.cast(scale, tf.float64), tf.float32)  # the C++ computes 1.0 / scale in double
+    inverse_width = 1.0 / tf.maximum(inv_scale, 1.0)  # [N], 1 / kernel scale
+    sample = (tf.range(out_size, dtype=tf.float32) + 0.5)[None, :] * inv_scale[:, None]  # [N, out]
+    local = tf.range(in_size)[None, :] - tf.cast(starts, tf.int32)[:, None]  # [N, in], j in the window
+    inside = (local >= 0) & (local < lengths[:, None])  # [N, in]
+    offset = (tf.cast(local, tf.float32) + 0.5)[:, None, :] - sample[:, :, None]  # [N, out, in]
+    distance = tf.abs(offset * inverse_width[:, None, None])
+    weights = tf.where(inside[:, None, :] & (distance < 1.0), 1.0 - distance, 0.0)  # [N, out, in]
+    # The op sums a row's span left to right; a running sum keeps that rounding (the zeros outside the span add
+    # nothing), so the weights equal TF's bit for bit, where reduce_sum's order may differ by an ulp.
+    total = tf.cumsum(weights, axis=-1)[..., -1:]  # [N, out, 1]
+    return weights * (1.0 / total)
+
+
+def resize_boxes(images, boxes, size, flips=None, antialias: bool = False) -> tf.Tensor:
     """Crops boxes [N, 4] (top, left, height, width) of images [N, H, W, C], resizes them bilinearly to `size`
-    (as tf.image.resize) and flips the examples where flips [N] bool is true: [N, h, w, C] in [0, 1]."""
+    (as tf.image.resize with `antialias`) and flips the examples where flips [N] bool is true: [N, h, w, C] in
+    [0, 1]."""
     images = tf.convert_to_tensor(images, tf.float32)
     height, width, _ = image_dims(images)
-    rows = interpolation_matrix(boxes[:, 0], boxes[:, 2], height, size[0])  # [N, h, H]
-    cols = interpolation_matrix(boxes[:, 1], boxes[:, 3], width, size[1])  # [N, w, W]
+    rows = interpolation_matrix(boxes[:, 0], boxes[:, 2], height, size[0], antialias)  # [N, h, H]
+    cols = interpolation_matrix(boxes[:, 1], boxes[:, 3], width, size[1], antialias)  # [N, w, W]
     if flips is not None:
         cols = tf.where(flips[:, None, None], tf.reverse(cols, [1]), cols)
     out = tf.einsum("nih,nhwc->niwc", rows, images)  # [N, h, W, C]
@@ -163,13 +194,13 @@ def resize_boxes(images, boxes, size, flips=None) -> tf.Tensor:
 
 
 def crop_flip(images, view_keys, image_size=None, crop_area_range=(0.08, 1.0), flip=True,
-              aspect_ratio_range=(3 / 4, 4 / 3)) -> tf.Tensor:
+              aspect_ratio_range=(3 / 4, 4 / 3), antialias=False) -> tf.Tensor:
     """Batched `augmenters.crop_flip`: random resized crop, then a horizontal flip (p 1/2) if `flip`.
 
     Args:
       images: [N, H, W, C] float32 in [0, 1] (static H, W, C; C = 1 or 3).
       view_keys: [N] uint64 (or int64) per-example keys, e.g. `keys.example_keys(seed, ..., positions, view)`.
-      image_size, crop_area_range, flip, aspect_ratio_range: as `augmenters.crop_flip`.
+      image_size, crop_area_range, flip, aspect_ratio_range, antialias: as `augmenters.crop_flip`.
 
     Returns:
       [N, h, w, C] float32 in [0, 1].
@@ -180,23 +211,25 @@ def crop_flip(images, view_keys, image_size=None, crop_area_range=(0.08, 1.0), f
     view_keys = keys.check_keys(view_keys, images.shape[0])
     boxes = sample_crop_boxes(view_keys, height, width, crop_area_range, aspect_ratio_range)
     flips = keys.uniform(view_keys, keys.FLIP) < 0.5 if flip else None
-    return resize_boxes(images, boxes, size, flips)
+    return resize_boxes(images, boxes, size, flips, antialias)
 
 
-def identity_augment(images, view_keys=None, image_size=None) -> tf.Tensor:
-    """Batched `augmenters.identity_augment`: a bilinear resize of the batch when `image_size` differs."""
+def identity_augment(images, view_keys=None, image_size=None, antialias=False) -> tf.Tensor:
+    """Batched `augmenters.identity_augment`: a bilinear resize of the batch (antialiased if `antialias`) when
+    `image_size` differs."""
     del view_keys
     images = tf.convert_to_tensor(images, tf.float32)
     size = output_size(image_size, images)
     if tuple(images.shape[1:3]) == size:
         return images
-    return tf.ensure_shape(tf.image.resize(images, size, method="bilinear"), [images.shape[0], *size,
-                                                                               images.shape[-1]])
+    out = ops.bilinear(images, size, antialias)
+    return tf.ensure_shape(out, [images.shape[0], *size, images.shape[-1]])
 
 
 def simclr_augment(images, view_keys, image_size=None, crop_area_range=(0.08, 1.0),
                    aspect_ratio_range=(3 / 4, 4 / 3), flip=True, strength=1.0, color_jitter_probability=0.8,
-                   torchvision_jitter=False, grayscale_probability=0.2, blur_probability=0.5) -> tf.Tensor:
+                   torchvision_jitter=False, grayscale_probability=0.2, blur_probability=0.5,
+                   antialias=False) -> tf.Tensor:
     """Batched `augmenters.simclr_augment`: crop, flip, colour jitter (p), grayscale (p), Gaussian blur (p).
 
     Args:
@@ -208,7 +241,7 @@ def simclr_augment(images, view_keys, image_size=None, crop_area_range=(0.08, 1.
       [N, h, w, C] float32 in [0, 1].
     """
     view_keys = keys.check_keys(view_keys, images.shape[0])
-    out = crop_flip(images, view_keys, image_size, crop_area_range, flip, aspect_ratio_range)
+    out = crop_flip(images, view_keys, image_size, crop_area_range, flip, aspect_ratio_range, antialias)
     out = batched_color.random_color_jitter(out, view_keys, strength, color_jitter_probability,
                                             torchvision_jitter)
     out = batched_color.random_grayscale(out, view_keys, grayscale_probability)

@@ -58,16 +58,30 @@ def random_apply(fn: Callable, probability: float, seed, image: tf.Tensor) -> tf
     return tf.cond(uniform(seed) < probability, lambda: fn(image), lambda: image)
 
 
-def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Bilinear resize to `size` (skipped when the static size already matches)."""
+def bilinear(image: tf.Tensor, size, antialias: bool = False) -> tf.Tensor:
+    """`tf.image.resize(image, size, 'bilinear', antialias=antialias)` of [H, W, C] or [N, H, W, C] in [0, 1].
+
+    Without antialias (the official code) an output pixel interpolates its 2 x 2 nearest inputs; with it, a
+    downscale averages under a triangle kernel stretched to the scale factor (TF's ScaleAndTranslate; what
+    torchvision does by default). The antialiased result is clipped to [0, 1]: its normalised weights sum to one
+    only up to rounding, and overshoot by a few ulps.
+    """
+    if not antialias:
+        return tf.image.resize(image, size, method="bilinear")
+    return tf.clip_by_value(tf.image.resize(image, size, method="bilinear", antialias=True), 0.0, 1.0)
+
+
+def resize(image: tf.Tensor, size: tuple[int, int], antialias: bool = False) -> tf.Tensor:
+    """Bilinear resize to `size` (skipped when the static size already matches); see `bilinear`."""
     if tuple(image.shape[:2]) == tuple(size):
         return image
-    out = tf.image.resize(image, size, method="bilinear")
+    out = bilinear(image, size, antialias)
     return tf.ensure_shape(out, [size[0], size[1], image.shape[-1]])
 
 
-def random_resized_crop(image, seed, size, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3)):
-    """Inception-style random crop, then bilinear resize to `size`.
+def random_resized_crop(image, seed, size, area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+                        antialias: bool = False):
+    """Inception-style random crop, then bilinear resize to `size` (antialiased if `antialias`, see `bilinear`).
 
     The box comes from `stateless_sample_distorted_bounding_box` (min_object_covered 0.1, 100 attempts).
     When sampling fails it returns the whole image; as the official code does, that case falls back to the
@@ -79,6 +93,7 @@ def random_resized_crop(image, seed, size, area_range=(0.08, 1.0), aspect_ratio_
       size: (height, width) of the output.
       area_range: (min, max) fraction of the image area kept.
       aspect_ratio_range: (min, max) width / height of the crop.
+      antialias: filter the downscale (see `bilinear`).
 
     Returns:
       [height, width, C] float32.
@@ -96,7 +111,7 @@ def random_resized_crop(image, seed, size, area_range=(0.08, 1.0), aspect_ratio_
     begin = tf.where(failed, square_begin, begin)
     crop_size = tf.where(failed, square_size, crop_size)
     crop = tf.slice(image, begin, crop_size)
-    out = tf.image.resize(crop, size, method="bilinear")
+    out = bilinear(crop, size, antialias)
     return tf.ensure_shape(out, [size[0], size[1], image.shape[-1]])
 
 
@@ -244,13 +259,13 @@ def padded_center_square(image: tf.Tensor, side: int, padding: int) -> tf.Tensor
     return tf.slice(image, begin, tf.stack([crop, crop, -1]))
 
 
-def resize_shorter_side(image: tf.Tensor, side: int) -> tf.Tensor:
-    """Bilinear resize keeping the aspect ratio so that min(H, W) == side."""
+def resize_shorter_side(image: tf.Tensor, side: int, antialias: bool = False) -> tf.Tensor:
+    """Bilinear resize (antialiased if `antialias`) keeping the aspect ratio so that min(H, W) == side."""
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = float(side) / tf.reduce_min(shape)
     new_size = tf.cast(tf.round(shape * scale), tf.int32)
     new_size = tf.maximum(new_size, side)  # guard rounding below the target
-    return tf.image.resize(image, new_size, method="bilinear")
+    return bilinear(image, new_size, antialias)
 
 
 def check_range(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:
