@@ -153,15 +153,8 @@ def copy_run(source: str, target: str, record: Callable[[dict], dict], check: Ca
     Raises:
       CopyError: copying failed (one line); the temporary copy is removed.
     """
-    parent = os.path.dirname(target)
+    tmp, copy = _stage_copy(source, target, "run")
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.copy-", dir=parent)
-    except OSError as e:
-        raise CopyError(f"cannot create a temporary copy in {parent}: {e.strerror or e}") from None
-    try:
-        copy = os.path.join(tmp, "run")
-        shutil.copytree(source, copy, symlinks=True)
         problem = check(copy)
         if problem:
             raise CopyError(f"the source no longer qualifies: {problem} (changed meanwhile?)")
@@ -237,15 +230,8 @@ def copy_record(source: str, target: str, stem: str, settings: dict[str, str], s
     Raises:
       CopyError: copying failed or the source no longer qualifies (one line); nothing is left behind.
     """
-    parent = os.path.dirname(target)
+    tmp, copy = _stage_copy(source, target, "record")
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.copy-", dir=parent)
-    except OSError as e:
-        raise CopyError(f"cannot create a temporary copy in {parent}: {e.strerror or e}") from None
-    try:
-        copy = os.path.join(tmp, "record")
-        shutil.copytree(source, copy, symlinks=True)
         path, problem = record_problem(copy, stem)
         problem = f"{os.path.relpath(path, copy)} {problem}" if problem and path != copy else problem
         problem = problem or source_problem(copy, smoke, same_params)
@@ -260,6 +246,24 @@ def copy_record(source: str, target: str, stem: str, settings: dict[str, str], s
         raise CopyError(_one_line(e)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stage_copy(source: str, target: str, name: str) -> tuple[str, str]:
+    """Copies `source` into a new temporary sibling of `target`: (the temporary folder, the copy `<tmp>/<name>`).
+    The caller removes the temporary folder; it is removed here when copying fails."""
+    parent = os.path.dirname(target)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.copy-", dir=parent)
+    except OSError as e:
+        raise CopyError(f"cannot create a temporary copy in {parent}: {e.strerror or e}") from None
+    copy = os.path.join(tmp, name)
+    try:
+        shutil.copytree(source, copy, symlinks=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CopyError(_one_line(e)) from None
+    return tmp, copy
 
 
 def _place_record(copy: str, target: str, tmp: str, point_id: str) -> bool:

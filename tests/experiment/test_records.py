@@ -16,6 +16,7 @@ import sys
 import matplotlib.image
 import numpy as np
 import pytest
+import record_damage
 
 from supcon import workdir
 from supcon.report import baselines, records
@@ -311,19 +312,6 @@ def test_a_grid_split_over_two_clones_reports_like_one_runner(tmp_path):
 # Damaged records (issue 24 item 4): never a traceback; the file is named in one line, the others reported
 
 
-def _truncate_point(record):
-    text = (record / workdir.POINT).read_text()
-    (record / workdir.POINT).write_text(text[: len(text) // 2])
-
-
-def _garble_result(record):
-    (record / workdir.RESULT).write_text('{"eval/top1": 0.6, "eval/top5":\n')
-
-
-def _env_list(record):
-    (record / workdir.ENV).write_text("[1, 2]\n")
-
-
 def _edit_point(record, **changes):
     point = json.loads((record / workdir.POINT).read_text())
     for key, value in changes.items():
@@ -341,9 +329,9 @@ def _other_settings(record):
 
 # kind: (damage, the file named, what the line says, whether the record is still used)
 DAMAGES = {
-    "truncated point.json": (_truncate_point, workdir.POINT, "is not JSON (truncated?)", False),
-    "result.json not JSON": (_garble_result, workdir.RESULT, "is not JSON (truncated?)", False),
-    "env.json a list": (_env_list, workdir.ENV, "holds a list, not a JSON object", True),
+    "truncated point.json": (record_damage.truncate_point, workdir.POINT, "is not JSON (truncated?)", False),
+    "result.json not JSON": (record_damage.garble_result, workdir.RESULT, "is not JSON (truncated?)", False),
+    "env.json a list": (record_damage.env_list, workdir.ENV, "holds a list, not a JSON object", True),
     "another recipe's record": (_other_recipe, workdir.POINT, "holds a point of recipe 'axes', not of 'records'",
                                 False),
     "other settings": (_other_settings, workdir.POINT, "was trained with other settings than recipes/records.gin's "

@@ -11,6 +11,7 @@ import os
 import shutil
 
 import pytest
+import record_damage
 from test_reuse_from import A, B, b_points, trained
 from test_runs_of import run, tree
 
@@ -148,19 +149,6 @@ def test_a_record_with_other_settings_is_not_copied(committed, recipes):
     assert read(tmp_path, COPY.format(1), workdir.POINT)["copied_from"] == SOURCE.format(1)
 
 
-def _truncate_point(record):
-    text = (record / workdir.POINT).read_text()
-    (record / workdir.POINT).write_text(text[: len(text) // 2])
-
-
-def _garble_result(record):
-    (record / workdir.RESULT).write_text('{"eval/top1": 0.6, "eval/top5":\n')
-
-
-def _env_list(record):
-    (record / workdir.ENV).write_text("[1, 2]\n")
-
-
 def _failed(record):
     os.remove(record / workdir.RESULT)
     workdir.write_status(str(record), workdir.FAILED, step=3, reason="fake failure")
@@ -168,9 +156,9 @@ def _failed(record):
 
 # kind: (damage, the file named, what the line says)
 DAMAGES = {
-    "truncated point.json": (_truncate_point, workdir.POINT, "is not JSON (truncated?)"),
-    "result.json not JSON": (_garble_result, workdir.RESULT, "is not JSON (truncated?)"),
-    "env.json a list": (_env_list, workdir.ENV, "holds a list, not a JSON object"),
+    "truncated point.json": (record_damage.truncate_point, workdir.POINT, "is not JSON (truncated?)"),
+    "result.json not JSON": (record_damage.garble_result, workdir.RESULT, "is not JSON (truncated?)"),
+    "env.json a list": (record_damage.env_list, workdir.ENV, "holds a list, not a JSON object"),
     "failed": (_failed, workdir.STATUS, "says failed, not done: not finished"),
 }
 
