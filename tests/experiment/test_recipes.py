@@ -34,6 +34,7 @@ def test_recipe_header_and_grid(path):
     assert grid.expand(grid.load_recipe(path))
 
 
+@pytest.mark.slow  # one trainer process validates every point of every recipe (30 s); the recipes' text is checked above
 def test_every_point_of_every_recipe_validates(tmp_path):
     spec = []
     for path in RECIPES:

@@ -536,6 +536,7 @@ STEPS = ("--gin_param", "FAKE_STEPS = 5", "--gin_param", "FAKE_SLEEP = 2.5")
 PROGRESS_LINE = r"\[\d/\d\] \S+  pretrain [1-5]/5 loss \d\.\d{4} (ETA 0m0\ds|evaluating)"
 
 
+@pytest.mark.slow  # waits for periodic progress lines of real trainings
 def test_progress_in_a_log_is_plain_periodic_lines_per_point(tmp_path):
     proc = run(tmp_path, fixture("axes.gin"), "--only", "SEED=0", "--jobs", "2", *STEPS, "--progress_every", "0.4")
     assert proc.returncode == 0, proc.stdout + proc.stderr

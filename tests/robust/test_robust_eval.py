@@ -241,6 +241,7 @@ def scored(tmp_path_factory):
     return run, results
 
 
+@pytest.mark.slow  # the scored fixture trains and scores a run on corrupted test sets (18 s per worker)
 def test_evaluation_reports_ece_and_writes_calibration(scored):
     _, results = scored
     trained = results["trained"]
@@ -250,6 +251,7 @@ def test_evaluation_reports_ece_and_writes_calibration(scored):
     assert list(calibration) == ["clean"] and sum(calibration["clean"]["counts"]) == 64
 
 
+@pytest.mark.slow  # the scored fixture (as above)
 def test_eval_mode_adds_corruption_metrics_and_keeps_every_field(scored):
     run, results = scored
     trained, rescored = results["trained"], results["scored"]
@@ -271,6 +273,7 @@ def test_eval_mode_adds_corruption_metrics_and_keeps_every_field(scored):
     assert (run / wd.EVAL_ENV).exists() and (run / wd.EVAL_OPERATIVE_CONFIG).exists()
 
 
+@pytest.mark.slow  # the scored fixture (as above)
 def test_corruption_metrics_are_deterministic_with_or_without_the_cache(scored):
     _, results = scored
     first, second = results["scored"], results["again"]

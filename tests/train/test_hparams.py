@@ -162,6 +162,7 @@ def test_the_dashboard_shows_every_point_of_a_grid_and_only_the_final_metrics(tm
     assert [s.name for s in groups["supcon"].sessions] == [f"supcon/{wd.HPARAMS_DIR}"]
 
 
+@pytest.mark.slow  # a trainer process; the sessions are read back above from files written in-process
 def test_a_run_writes_its_session_at_the_start_and_its_final_metrics_at_the_end(tmp_path):
     """A tiny run in a run dir whose point.json the runner wrote: its grid values, its settings, its result."""
     workdir = tmp_path / "temperature-0.2"

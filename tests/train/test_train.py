@@ -143,6 +143,7 @@ def tensorboard_steps(workdir):
     return steps
 
 
+@pytest.mark.slow  # a trainer process; the runner's own skip is tested with the fake trainer
 def test_rerun_of_finished_run_does_not_train_again(finished_run):
     before = len(train_records(finished_run))
     proc = run_main(finished_run)
@@ -150,6 +151,7 @@ def test_rerun_of_finished_run_does_not_train_again(finished_run):
     assert len(train_records(finished_run)) == before
 
 
+@pytest.mark.slow  # a trainer process for a gin wiring check
 def test_bindings_of_default_callables_reach_the_run(tmp_path):
     """eval_preprocess / normalize are Python defaults of train_and_evaluate: their bindings must still apply."""
     workdir = tmp_path / "bound"
@@ -252,6 +254,7 @@ def test_mixed_precision_rejects_other_values():
         config.resolve_mixed_precision("yes", "one_device")
 
 
+@pytest.mark.slow  # two trainer processes for an execution setting, not a result of the paper's method
 def test_steps_per_execution_does_not_change_the_run(finished_run, tmp_path):
     """One step per tf.function call and several per call (the default) train the very same steps."""
     workdir = tmp_path / "spe1"
@@ -286,6 +289,7 @@ def test_an_execution_never_crosses_a_log_checkpoint_stage_or_nan_boundary():
     assert chunk(5, 1000, spe=1) == 1
 
 
+@pytest.mark.slow  # a trainer process for the failure path
 def test_non_finite_loss_marks_run_failed(tmp_path):
     proc = run_main(tmp_path / "nan", "train_and_evaluate.inject_nan_at_step = 3")
     assert proc.returncode != 0

@@ -75,6 +75,7 @@ def test_the_encoder_is_the_sources_and_only_the_head_trains(source, warm):
     assert {r["stage"] for r in records} == {"linear"} and "contrastive" not in records[0]
 
 
+@pytest.mark.slow  # a warm-started run killed and resumed: a third trainer process (kill -9 and resume is proven by test_train)
 def test_a_warm_started_run_resumes_from_its_own_checkpoint(source, warm, tmp_path):
     workdir = tmp_path / "resumed"
     failed = head_only(workdir, source, "train_and_evaluate.inject_nan_at_step = 6")
@@ -91,6 +92,7 @@ def test_a_warm_started_run_resumes_from_its_own_checkpoint(source, warm, tmp_pa
         np.testing.assert_allclose(resumed[key], value, rtol=0, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow  # two more trainer processes for error messages
 def test_a_missing_or_mismatched_source_is_one_line(source, tmp_path):
     missing = head_only(tmp_path / "a", tmp_path / "nowhere")
     reason = wd.read_json(os.path.join(tmp_path / "a", wd.STATUS))["reason"]
