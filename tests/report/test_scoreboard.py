@@ -157,7 +157,8 @@ def test_untested_claims_say_why_not_yet(reports):
     assert "| claim | source | statement | paper | not tested because |" in text
     assert untested["table3_supcon_gt_ce"].endswith(f"| {known['table3_supcon_gt_ce'].not_tested_because} |")
     assert "a CPU cannot train" in untested["table3_supcon_gt_ce"]
-    assert untested["joint_two_stage_equivalent"].endswith("| no CPU-scale recipe yet |")
+    assert untested["joint_two_stage_equivalent"].endswith(f"| {known['joint_two_stage_equivalent'].not_tested_because} |")
+    assert "fmnist_joint.gin" in untested["joint_two_stage_equivalent"]
     assert untested["table1_out_gt_in"].endswith("| – |")  # the claims file gives no reason
 
 
