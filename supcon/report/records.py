@@ -24,6 +24,8 @@ from supcon.report import plots as report_plots
 
 RECORDS = workdir.RECORDS_DIR  # the records' folder inside a report's folder
 CURVE_POINTS = 100  # training lines of metrics.jsonl kept per stage, evenly spaced (the last one always)
+FULL_CURVES_UP_TO = 12  # runs in a report that keep CURVE_POINTS; a larger grid keeps fewer (curve_points)
+MIN_CURVE_POINTS = 25
 SIGNIFICANT = 6  # digits kept of a logged float
 COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.CONFIG,
           workdir.PATCH)
@@ -41,8 +43,17 @@ def _rounded(value):
     return value
 
 
-def thin_curves(lines: list[dict]) -> list[dict]:
-    """metrics.jsonl lines with at most CURVE_POINTS training lines per stage (evenly spaced, first and last
+def curve_points(runs: int) -> int:
+    """Training lines kept per stage in each record of a report of `runs` runs: CURVE_POINTS up to
+    FULL_CURVES_UP_TO runs, then fewer in proportion (at least MIN_CURVE_POINTS), so a large grid's records stay
+    under 1 MB."""
+    if runs <= FULL_CURVES_UP_TO:
+        return CURVE_POINTS
+    return max(MIN_CURVE_POINTS, CURVE_POINTS * FULL_CURVES_UP_TO // runs)
+
+
+def thin_curves(lines: list[dict], points: int = CURVE_POINTS) -> list[dict]:
+    """metrics.jsonl lines with at most `points` training lines per stage (evenly spaced, first and last
     kept) and every other line; floats rounded to SIGNIFICANT digits."""
     by_stage: dict[str, list[int]] = {}
     for i, line in enumerate(lines):
@@ -50,10 +61,10 @@ def thin_curves(lines: list[dict]) -> list[dict]:
             by_stage.setdefault(str(line.get("stage")), []).append(i)
     keep = set(range(len(lines))) - {i for idx in by_stage.values() for i in idx}
     for idx in by_stage.values():
-        if len(idx) <= CURVE_POINTS:
+        if len(idx) <= points:
             keep.update(idx)
         else:
-            picks = np.unique(np.round(np.linspace(0, len(idx) - 1, CURVE_POINTS)).astype(int))
+            picks = np.unique(np.round(np.linspace(0, len(idx) - 1, points)).astype(int))
             keep.update(idx[p] for p in picks)
     return [{k: _rounded(v) for k, v in lines[i].items()} for i in sorted(keep)]
 
@@ -73,11 +84,14 @@ def _embeddings_2d(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
     if len(emb) > report_plots.MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(emb), report_plots.MAX_POINTS, replace=False))
         emb, lab = emb[keep], lab[keep]
-    return report_plots.pca_2d(emb).astype(np.float32), lab.astype(np.int32)
+    # float16 positions (3 significant digits: far finer than a plotted marker) and the smallest label type
+    labels = lab.astype(np.uint8) if lab.size and lab.min() >= 0 and lab.max() < 256 else lab.astype(np.int32)
+    return report_plots.pca_2d(emb).astype(np.float16), labels
 
 
-def write_record(run_dir: str, record: str) -> None:
-    """Writes the record of one run directory into `record` (replaced whole, by renames: never half-written)."""
+def write_record(run_dir: str, record: str, points: int = CURVE_POINTS) -> None:
+    """Writes the record of one run directory into `record` (replaced whole, by renames: never half-written),
+    with at most `points` training lines per stage of its curves."""
     parent = os.path.dirname(os.path.abspath(record))
     os.makedirs(parent, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".record-", dir=parent)
@@ -94,7 +108,7 @@ def write_record(run_dir: str, record: str) -> None:
             shutil.copyfile(metrics, os.path.join(stage, workdir.METRICS))
         elif lines:
             with open(os.path.join(stage, workdir.METRICS), "w") as f:
-                f.writelines(json.dumps(line, sort_keys=True) + "\n" for line in thin_curves(lines))
+                f.writelines(json.dumps(line, sort_keys=True) + "\n" for line in thin_curves(lines, points))
         found = _embeddings_2d(run_dir)
         if found is not None:
             with open(os.path.join(stage, workdir.EMBEDDINGS), "wb") as f:
@@ -116,7 +130,7 @@ def sync(runs: list, report_dir: str) -> list[str]:
     """Records every finished or failed run of `runs` (supcon.report.data.Run) that has no up-to-date record
     beside the report in `report_dir`; returns the slugs written. Records of points not among `runs` stay: they
     may have finished on another machine."""
-    written = []
+    written, points = [], curve_points(len(runs))
     for run in runs:
         if run.path is None or run.state not in RECORDED_STATES:
             continue
@@ -125,7 +139,7 @@ def sync(runs: list, report_dir: str) -> list[str]:
             os.path.isdir(record) and report_data.same_run(run.path, record)
         ):
             continue
-        write_record(run.path, record)
+        write_record(run.path, record, points)
         written.append(run.slug)
     return written
 
