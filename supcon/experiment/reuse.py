@@ -177,9 +177,8 @@ def record_problem(record: str, stem: str) -> tuple[str, str]:
     its path), or ('', ''): a damaged file (`supcon.report.data.record_problems`, even one its own report still
     uses), or an unfinished run (failed, or no result.json)."""
     parent, slug = os.path.split(record)
-    for problem in report_data.record_problems(parent, stem):
-        if problem.slug == slug:
-            return problem.path, problem.problem
+    for problem in report_data.record_problems(parent, stem, only=slug):  # this record's files only
+        return problem.path, problem.problem
     status = workdir.read_json(os.path.join(record, workdir.STATUS), {}) or {}
     if workdir.point_status(record) != workdir.DONE or status.get("state") != workdir.DONE:
         if status.get("state"):

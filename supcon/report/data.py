@@ -233,8 +233,9 @@ def _after_name(why: str, name: str) -> str:
     return why[len(name) + 1:] if why.startswith(name + " ") else why
 
 
-def record_problems(records: str, stem: str | None = None) -> list[RecordProblem]:
-    """What is wrong with the run records in the folder `records`, one entry per damaged file, by slug.
+def record_problems(records: str, stem: str | None = None, only: str | None = None) -> list[RecordProblem]:
+    """What is wrong with the run records in the folder `records` (with `only`, that one record's alone), one
+    entry per damaged file, by slug.
 
     Not used (the reporter lists the record as skipped or its point as absent, the runner trains the point): a
     folder without point.json; a point.json that is unreadable, not an object, or has no point id or values; a
@@ -244,7 +245,10 @@ def record_problems(records: str, stem: str | None = None) -> list[RecordProblem
     found by the runner, `supcon.experiment.plan.find_records`, which knows the settings.)
     """
     found: list[RecordProblem] = []
-    names = sorted(os.listdir(records)) if os.path.isdir(records) else []
+    if only is not None:
+        names = [only]
+    else:
+        names = sorted(os.listdir(records)) if os.path.isdir(records) else []
     for slug in names:
         record = os.path.join(records, slug)
         if slug.startswith(".") or not os.path.isdir(record):

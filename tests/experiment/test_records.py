@@ -386,6 +386,11 @@ def test_report_only_names_a_damaged_record_and_reports_the_others(committed, tm
     under Failed and missing points; exit 1 when the record is left out (the report is written all the same)."""
     _, name, what, used = DAMAGES[kind]
     clone = damaged_clone(committed, tmp_path, kind)
+    every = report_data.record_problems(str(records_of(clone)), STEM)
+    for slug in (DAMAGED, CE[1]):  # one record's check (only=) finds what the folder's finds for it
+        mine = report_data.record_problems(str(records_of(clone)), STEM, only=slug)
+        assert mine == [p for p in every if p.slug == slug]
+    assert not report_data.record_problems(str(records_of(clone)), STEM, only=CE[1])  # an undamaged record
     proc = run(clone, "--report_only")
     no_traceback(proc)
     assert proc.returncode == (0 if used else 1), proc.stdout + proc.stderr
