@@ -308,9 +308,22 @@ KIND_TESTS = {
 
 
 def _strata(runs: Sequence[Run], macros: list[str]) -> list[tuple[str, list[Run]]]:
-    """Runs grouped by their values of `macros`, as ('M=v, N=w', runs), in value order."""
-    return [(", ".join(f"{m}={v}" for m, v in zip(macros, key, strict=True)), members)
-            for key, members in group_runs(runs, macros)]
+    """Runs grouped by their values of `macros`, as ('M=v, N=w', runs), in value order.
+
+    A run whose grid point does not name one of the macros is a shared row (SupCon's point in a grid over
+    cross-entropy's batch and epochs names neither): it joins every group that agrees with it on the macros it
+    names, so that it trains once and is compared in each setting. When no run names every macro, the runs are
+    grouped by their values as they are (a missing value is a value of its own)."""
+    named = [r for r in runs if all(m in r.values for m in macros)]
+    if not named:
+        named = list(runs)
+    shared = [r for r in runs if r not in named]
+    strata = []
+    for key, members in group_runs(named, macros):
+        joins = [r for r in shared if all(value_label(r.values[m]) == k for m, k in zip(macros, key, strict=True)
+                                          if m in r.values)]  # fmt: skip
+        strata.append((", ".join(f"{m}={v}" for m, v in zip(macros, key, strict=True)), members + joins))
+    return strata
 
 
 def evaluate(claim: Claim, runs: Sequence[Run], within: Sequence[str] = ()) -> list[Verdict]:

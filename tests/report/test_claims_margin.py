@@ -360,3 +360,26 @@ def test_a_recipe_naming_a_margin_claim_loads(tmp_path):
         f"report.claims = ['{EQUIVALENT}']\n"
     )
     assert grid.load_recipe(str(path)).report["claims"] == [EQUIVALENT]
+
+
+def test_a_shared_row_is_compared_in_every_setting_of_the_macros_it_does_not_name(tmp_path):
+    """fmnist_ce_budget's SupCon point names neither BATCH_SIZE nor CE_EPOCHS (it reads neither, and so trains as
+    fmnist_table2_fair's): each claim finds it beside the cross-entropy rows it is compared with."""
+    tops = {("supcon", None, None): [0.905, 0.906, 0.904], ("cross_entropy", 256, 50): [0.903, 0.904, 0.902],
+            ("cross_entropy", 512, 50): [0.899, 0.900, 0.898], ("cross_entropy", 256, 200): [0.902, 0.903, 0.901]}
+    for (method, batch, epochs), values in tops.items():
+        for seed, top1 in enumerate(values):
+            point = {"METHOD": method, "SEED": seed}
+            if batch:
+                point.update(BATCH_SIZE=batch, CE_EPOCHS=epochs)
+            make_run(tmp_path, point, top1)
+    runs = report_data.load_runs(str(tmp_path))
+    within = ["METHOD", "BATCH_SIZE", "CE_EPOCHS"]
+    doubled = only(claims.evaluate_claims(["ce_double_batch_lt_supcon"], runs, within))
+    assert doubled.where == "CE_EPOCHS=50" and doubled.verdict == "reproduced"
+    assert doubled.estimate.value == pytest.approx(-0.006)  # cross-entropy at 512 minus SupCon, paired by seed
+    longer = only(claims.evaluate_claims(["ce_longer_not_greater"], runs, within))
+    assert longer.where == "BATCH_SIZE=256" and longer.estimate.value == pytest.approx(-0.001)
+    # Without the shared row, no setting holds both compared rows of the first claim.
+    alone = [r for r in runs if r.values["METHOD"] != "supcon"]
+    assert only(claims.evaluate_claims(["ce_double_batch_lt_supcon"], alone, within)).verdict == "inconclusive"
