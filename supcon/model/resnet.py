@@ -1,7 +1,9 @@
 """ResNet v1 and ResNeXt encoders (Keras 3), following the official SupCon `resnet.py` / `blocks.py`.
 
 The encoder maps images `[B, H, W, C]` (channels last, any H, W, C) to globally average-pooled features
-`[B, F]`, with F = 512·w for depths 18/34 and 2048·w for depths 50 and deeper (w = width multiplier).
+`[B, F]`, with F = 512·w for depths 10/18/34 and 2048·w for depths 50 and deeper (w = width multiplier).
+ResNet-10 (the [1, 1, 1, 1] member of He et al.'s basic-block family: one block per stage) is no encoder of the
+paper or the official code: it is the cheapest real ResNet, the encoder of the trainer's tests.
 
 Architecture facts (shared/reference/seed.md §1.5):
 - Post-activation (v1) residual blocks; stride on the 3×3 convolution of bottleneck blocks.
@@ -21,6 +23,7 @@ from keras import ops
 
 # depth -> (block kind, blocks per stage)
 _DEPTHS = {
+    10: ("basic", (1, 1, 1, 1)),  # not in the official code: the trainer's tests' encoder (tests/fixtures/train)
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -343,10 +346,11 @@ def resnet(
     conv_init_scale=1.0,
     name="encoder",
 ):
-    """Builds a ResNet v1 (depth 18/34/50/101/152/200) or ResNeXt (50/101/152/200) encoder.
+    """Builds a ResNet v1 (depth 10/18/34/50/101/152/200) or ResNeXt (50/101/152/200) encoder.
 
     Args:
-        depth: network depth; 18 and 34 use basic blocks, 50 and deeper bottleneck blocks.
+        depth: network depth; 10, 18 and 34 use basic blocks (10: one per stage, the tests' cheap encoder), 50
+            and deeper bottleneck blocks.
         width_multiplier: channels per stage are `int(64 * 2**i * width_multiplier)` (at least 1), so small
             values such as 0.125 give CPU-sized networks.
         first_conv_kernel_size: stem kernel size (7 for ImageNet, 3 for CIFAR).

@@ -18,6 +18,7 @@ def _bn_layers(model):
 @pytest.mark.parametrize(
     "depth, width, kernel, stride, max_pool, shape, features",
     [
+        (10, 0.125, 3, 1, False, (2, 8, 8, 1), 64),  # the trainer tests' encoder (tests/fixtures/train)
         (18, 0.125, 3, 1, False, (2, 8, 8, 1), 64),  # 1-channel 8x8 digits, CIFAR stem
         (34, 0.0625, 7, 2, True, (2, 32, 32, 3), 32),  # ImageNet stem on a small image
         (50, 0.0625, 3, 1, False, (2, 16, 12, 3), 128),  # bottleneck, non-square
@@ -34,7 +35,7 @@ def test_output_shapes(tf_two_cpus, depth, width, kernel, stride, max_pool, shap
 
 @pytest.mark.parametrize(
     "depth, blocks, features",
-    [(18, 8, 512), (34, 16, 512), (50, 16, 2048), (101, 33, 2048), (200, 66, 2048)],
+    [(10, 4, 512), (18, 8, 512), (34, 16, 512), (50, 16, 2048), (101, 33, 2048), (200, 66, 2048)],
 )
 def test_block_counts_per_depth(depth, blocks, features):
     model = resnet(depth)  # constructor only: nothing is built
@@ -57,14 +58,17 @@ def test_tiny_width_keeps_one_channel(tf_two_cpus):
     assert tuple(model(tf.zeros([1, 8, 8, 3])).shape) == (1, 1)  # int(64 * 8 * 0.001) = 0 -> 1
 
 
-@pytest.mark.parametrize("depth, expected", [(18, 11_176_512), (50, 23_508_032)])
+# ResNet-10 by hand: stem 7*7*3*64 + 128; stage i (c_in -> c): 9*c_in*c + 9*c*c + 2 BNs, and from stage 2 a 1x1
+# shortcut c_in*c + BN: 9,536 + 73,984 + 230,144 + 919,040 + 3,673,088 = 4,905,792 (torchvision-style ResNet-10
+# with its 513,000-parameter ImageNet classifier: 5.42 M).
+@pytest.mark.parametrize("depth, expected", [(10, 4_905_792), (18, 11_176_512), (50, 23_508_032)])
 def test_imagenet_parameter_counts(tf_two_cpus, depth, expected):
     model = resnet(depth)
     model.build((None, 224, 224, 3))
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     assert abs(trainable - expected) / expected < 0.01, trainable
     # the paper's ResNet-50 has 2048-d features
-    assert model.num_features == (512 if depth == 18 else 2048)
+    assert model.num_features == (512 if depth < 50 else 2048)
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -162,6 +166,7 @@ def test_resnext_grouped_block(tf_two_cpus):
         ({"depth": 42}, "depth"),
         ({"architecture": "vgg"}, "architecture"),
         ({"depth": 18, "architecture": "resnext"}, "depth"),
+        ({"depth": 10, "architecture": "resnext"}, "depth"),
         ({"width_multiplier": 0.0}, "width_multiplier"),
         ({"width_multiplier": 0.125, "architecture": "resnext"}, "width_multiplier"),
         ({"first_conv_stride": 0}, "first_conv_stride"),
