@@ -7,6 +7,7 @@ places the paper's numbers beside ours. EXPECTED holds, per recipe, the paper's 
 cell; None marks a point the paper gives no number for (said in the recipe).
 """
 
+import functools
 import glob
 import os
 
@@ -104,6 +105,7 @@ TOP5 = {
 }
 
 
+@functools.cache  # parsing all the recipes takes ~1 s: once per test process, not once per test
 def _recipes_with_paper() -> dict[str, grid.Recipe]:
     recipes = {}
     for path in RECIPES:
