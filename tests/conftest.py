@@ -1,15 +1,18 @@
 """Test session setup: two logical CPU devices, so MirroredStrategy can be tested without a GPU; one tiny
-finished run that the trainer's tests share; and xdist groups, so a worker builds each expensive fixture once.
+finished run that the trainer's tests share; xdist groups; and the order in which the workers take the tests.
 
 TensorFlow is imported and configured here, before any test touches a device. Tests that prove a module does
 not import TensorFlow (runner, grid, report) therefore check it in a fresh subprocess.
 
-Training is the expensive part of the suite (a trainer process costs ~12 s of CPU, mostly TensorFlow's import and
-tracing). Tests that read a trained run share one (`tiny_run`, and the module fixtures named in SHARED), and
-`--dist loadgroup` (pyproject.toml) sends every test of a shared fixture to the same worker, which builds it
-once; other tests spread over the workers.
+Training is the expensive part of the suite (a trainer process costs ~10 s of CPU, mostly TensorFlow's import and
+tracing). Tests that read a trained run share one: `tiny_run`, trained once per session whichever workers ask
+for it (a lock file in the session's temporary folder), and the module fixtures named in SHARED, whose tests
+`--dist loadgroup` (pyproject.toml) sends to one worker. With pytest 9.2 and pytest-xdist 3.8 that grouping
+silently does nothing (pytest-xdist issue 1386: the group suffix of the node id is lost), so each worker that
+runs such a module builds its fixture once.
 """
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -48,25 +51,59 @@ def tf_two_cpus():
 
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 # Fixtures that train (or start a trainer process) once per worker: their tests go to one worker.
-SHARED = ("tiny_run", "scored", "described")
+SHARED = ("scored", "described")
 
 
+# Tests that start trainer processes (seconds to tens of seconds each), started first so that no worker is left
+# with one of them at the end while the other idles: with --dist loadgroup each worker takes the next unit (a
+# test, or a group of SHARED) in this order when it has at most two left.
+FIRST = (
+    "tests/train/test_train.py::test_short_run_lowers_loss_and_writes_every_file",  # trains tiny_run
+    "tests/train/test_train.py::test_two_logical_cpus_match_one_device",
+    "tests/train/test_train.py::test_multi_worker_mirrored_with_two_local_workers",
+    "tests/train/test_train.py::test_sigkill_then_rerun_gives_identical_metrics",
+    "tests/train/test_train.py::test_served_process_trains_a_later_point_exactly_as_a_fresh_process",
+    "tests/data/test_first_run.py::test_the_run_that_prepares_the_dataset_equals_a_later_run",
+    "tests/train/test_warm_start.py::",
+    "tests/train/test_train.py::test_eval_mode_on_latest_checkpoint",
+    "tests/experiment/test_legacy_run.py::",
+    "tests/robust/test_robust_eval.py::",
+    "tests/train/test_show_config.py::",
+    "tests/train/test_hparams.py::",
+    "tests/experiment/test_recipes.py::",
+)
+
+
+def _first(item):
+    """0 for the tests of FIRST (in its order), 1 for the others (kept in collection order: the sort is stable)."""
+    return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for name in SHARED:
             if name in item.fixturenames:
                 item.add_marker(pytest.mark.xdist_group(name))
                 break
+    items.sort(key=_first)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One uninterrupted tiny SupCon run (digits_tiny.gin: 24 pretraining + 8 linear steps, with its export),
-    trained once by `python -m supcon.main` and read by the trainer's tests (resume, served process, steps per
-    execution, eval mode, export, warm start)."""
-    workdir = tmp_path_factory.mktemp("run") / "full"
-    env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained once per session by `python -m supcon.main` and read by the trainer's tests (resume, served process,
+    eval mode, export, warm start). Shared by every xdist worker: tests must not write into it (copy it first)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above the workers' own
+    workdir = root / "tiny_run" / "full"
+    with open(root / "tiny_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; another that needs it meanwhile waits
+        if not (root / "tiny_run.done").exists():
+            env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (root / "tiny_run.done").touch()
     return workdir

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,10 +41,20 @@ def train_records(workdir):
     return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
 
 
+# Outputs that a test comparing a run's metrics and losses with finished_run's does not read.
+UNREAD = ("train_and_evaluate.export_model = False", "train_and_evaluate.save_embeddings = 0")
+
+
 @pytest.fixture
 def finished_run(tiny_run):
-    """The session's uninterrupted tiny run (tests/conftest.py)."""
+    """The session's uninterrupted tiny run (tests/conftest.py), read only: every worker reads it."""
     return tiny_run
+
+
+@pytest.fixture
+def own_finished_run(tiny_run, tmp_path):
+    """A copy of the session's tiny run, for a test that runs the trainer on it again (and so writes into it)."""
+    return shutil.copytree(tiny_run, tmp_path / "copy")
 
 
 def test_short_run_lowers_loss_and_writes_every_file(finished_run):
@@ -70,7 +81,8 @@ def test_short_run_lowers_loss_and_writes_every_file(finished_run):
 
 def test_sigkill_then_rerun_gives_identical_metrics(finished_run, tmp_path):
     workdir = tmp_path / "killed"
-    proc = subprocess.Popen(main_cmd(workdir), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(main_cmd(workdir, *UNREAD), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     ckpt = workdir / wd.CKPT_DIR
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -82,7 +94,7 @@ def test_sigkill_then_rerun_gives_identical_metrics(finished_run, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (workdir / wd.RESULT).exists()
-    rerun = run_main(workdir)
+    rerun = run_main(workdir, *UNREAD)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     # It resumes from the last complete checkpoint (the kill may interrupt the save of step 12), not from 0.
     resumed = re.search(r"stage pretrain: steps (\d+)\.\.", rerun.stdout)
@@ -114,7 +126,7 @@ def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished
         assert train("mirrored", "train_and_evaluate.topology = 'mirrored'",
                      "train_and_evaluate.num_devices = 2") == {"restart": True}
         assert not (tmp_path / "mirrored").exists()
-        assert train("same", ) == {"code": 0, "retire": False}, (tmp_path / "same.log").read_text()[-3000:]
+        assert train("same", *UNREAD) == {"code": 0, "retire": False}, (tmp_path / "same.log").read_text()[-3000:]
     finally:
         server.close()
     assert server.exit_code() == 0 and server.points == 2
@@ -144,11 +156,11 @@ def tensorboard_steps(workdir):
 
 
 @pytest.mark.slow  # a trainer process; the runner's own skip is tested with the fake trainer
-def test_rerun_of_finished_run_does_not_train_again(finished_run):
-    before = len(train_records(finished_run))
-    proc = run_main(finished_run)
+def test_rerun_of_finished_run_does_not_train_again(own_finished_run):
+    before = len(train_records(own_finished_run))
+    proc = run_main(own_finished_run)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(train_records(finished_run)) == before
+    assert len(train_records(own_finished_run)) == before
 
 
 @pytest.mark.slow  # a trainer process for a gin wiring check
@@ -298,10 +310,10 @@ def test_non_finite_loss_marks_run_failed(tmp_path):
     assert not (tmp_path / "nan" / wd.RESULT).exists()
 
 
-def test_eval_mode_on_latest_checkpoint(finished_run):
-    proc = run_main(finished_run, "train_and_evaluate.mode = 'eval'", "train_and_evaluate.export_model = False")
+def test_eval_mode_on_latest_checkpoint(own_finished_run):
+    proc = run_main(own_finished_run, "train_and_evaluate.mode = 'eval'", "train_and_evaluate.export_model = False")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    evals = [r for r in wd.read_jsonl(os.path.join(finished_run, wd.METRICS)) if r["kind"] == "eval"]
+    evals = [r for r in wd.read_jsonl(os.path.join(own_finished_run, wd.METRICS)) if r["kind"] == "eval"]
     assert len(evals) >= 2 and evals[-1]["eval/top1"] == pytest.approx(evals[0]["eval/top1"])
 
 
@@ -439,6 +451,7 @@ def kill_after_checkpoint(workdir, step, *params):
     assert not (workdir / wd.RESULT).exists()
 
 
+@pytest.mark.slow  # three trainer runs; kill -9 and resume is proven in make test by test_sigkill_then_rerun_...
 def test_memory_queue_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_path):
     """Resume restores the queue with the step, the optimizer and the data position: the resumed run's losses,
     queue and metrics are the uninterrupted run's (one served process trains both; a killed one-shot run
