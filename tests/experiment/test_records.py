@@ -269,6 +269,7 @@ def test_report_only_without_records_is_one_line(tmp_path):
 # A grid split over two clones
 
 
+@pytest.mark.slow  # nine runner processes; --report_only from records alone and recorded points are tested apart
 def test_a_grid_split_over_two_clones_reports_like_one_runner(tmp_path):
     """Clone A trains the SupCon half (--only); its records are committed and pulled into clone B, where
     --dry_run lists them as `recorded` and the runner trains only the cross-entropy half. B's report equals the
@@ -379,8 +380,18 @@ def assert_reported(clone, kind):
     return readme
 
 
+# make test keeps one damage per behaviour: a record still used, one left out (and, for --report_only, other
+# settings, named in the report); the other kinds take those same paths (runner subprocesses of a few seconds
+# each) and run with -m slow.
+KEPT = ("env.json a list", "truncated point.json", "other settings")
+
+
+def kinds(*leave_out):
+    return [pytest.param(k, marks=() if k in KEPT else pytest.mark.slow) for k in DAMAGES if k not in leave_out]
+
+
 @ONE_WORKER
-@pytest.mark.parametrize("kind", DAMAGES)
+@pytest.mark.parametrize("kind", kinds())
 def test_report_only_names_a_damaged_record_and_reports_the_others(committed, tmp_path, kind):
     """`--report_only`: one line naming the damaged file, no traceback, the other points reported, the damaged one
     under Failed and missing points; exit 1 when the record is left out (the report is written all the same)."""
@@ -408,7 +419,7 @@ def test_report_only_names_a_damaged_record_and_reports_the_others(committed, tm
 
 
 @ONE_WORKER
-@pytest.mark.parametrize("kind", [k for k in DAMAGES if k != "other settings"])
+@pytest.mark.parametrize("kind", kinds("other settings"))
 def test_the_runner_names_a_damaged_record_and_trains_its_point(committed, tmp_path, kind):
     """The runner: one line naming the damaged file, no traceback; with --only SEED=1 it trains nothing (the
     points are recorded) and the report lists the damaged one under Failed and missing points; a whole run trains

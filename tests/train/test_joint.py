@@ -35,6 +35,7 @@ def _train(workdir, *params):
     return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
 
 
+@pytest.mark.slow  # two trainer processes for the joint ablation's protocol; its bindings are checked above
 def test_a_joint_run_trains_both_losses_in_one_stage_behind_a_stop_gradient(tmp_path):
     joint = _train(tmp_path / "joint")
     assert {r["stage"] for r in joint} == {"joint"} and joint[-1]["step"] == 24  # 3 epochs of 256 at batch 32
