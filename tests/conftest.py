@@ -41,6 +41,8 @@ def _configure_tensorflow():
 
 _tf = _configure_tensorflow()
 
+from supcon.data import sources  # noqa: E402  (after the devices are configured: it imports TensorFlow)
+
 
 @pytest.fixture(scope="session")
 def tf_two_cpus():
@@ -93,7 +95,9 @@ def pytest_collection_modifyitems(config, items):
 def tiny_run(tmp_path_factory):
     """One uninterrupted tiny SupCon run (digits_tiny.gin: 24 pretraining + 8 linear steps, with its export),
     trained once per session by `python -m supcon.main` and read by the trainer's tests (resume, served process,
-    eval mode, export, warm start). Shared by every xdist worker: tests must not write into it (copy it first)."""
+    eval mode, export, warm start, first run = later run). Its default data dir is a fresh folder of the session
+    (`tiny_run_data_dir`), so it is the run that prepares the digits; its output is kept (`tiny_run_log`).
+    Shared by every xdist worker: tests must not write into it (copy it first)."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the session's folder, above the workers' own
@@ -101,9 +105,27 @@ def tiny_run(tmp_path_factory):
     with open(root / "tiny_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; another that needs it meanwhile waits
         if not (root / "tiny_run.done").exists():
-            env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2",
+                   sources.DATA_DIR_ENV: str(tiny_run_data_dir(workdir))}  # fmt: skip
             cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
             proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, proc.stderr[-3000:]
+            tiny_run_log(workdir).write_text(proc.stdout + proc.stderr)
             (root / "tiny_run.done").touch()
     return workdir
+
+
+def tiny_run_data_dir(workdir):
+    """The fresh data dir of `tiny_run`: the run prepares the digits there (tests/data/test_first_run.py)."""
+    return workdir.parent / "datasets"
+
+
+def tiny_run_log(workdir):
+    """What the `tiny_run` process printed (stdout, then stderr)."""
+    return workdir.parent / "process.log"
+
+
+@pytest.fixture(scope="session")
+def tiny_run_origin(tiny_run):
+    """(data dir, printed output) of `tiny_run`: the folder where it prepared the digits, and its log text."""
+    return tiny_run_data_dir(tiny_run), tiny_run_log(tiny_run).read_text()

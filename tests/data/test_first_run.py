@@ -58,9 +58,13 @@ def train_once(workdir, data_dir):
     return wd.read_json(os.path.join(workdir, wd.RESULT)), losses, proc.stdout + proc.stderr
 
 
-def test_the_run_that_prepares_the_dataset_equals_a_later_run(tmp_path):
-    data_dir = tmp_path / "datasets"  # fresh: the first run prepares the digits here, the second reads them
-    first, first_losses, first_log = train_once(tmp_path / "first", data_dir)
+def test_the_run_that_prepares_the_dataset_equals_a_later_run(tiny_run, tiny_run_origin, tmp_path):
+    """The session's tiny run (tests/conftest.py) is the first run on its fresh data dir: it prepared the digits
+    there. A later run of the same recipe on that data dir reads them, and trains and evaluates the same."""
+    data_dir, first_log = tiny_run_origin
+    records = [json.loads(line) for line in (tiny_run / wd.METRICS).read_text().splitlines()]
+    first = wd.read_json(os.path.join(tiny_run, wd.RESULT))
+    first_losses = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
     later, later_losses, later_log = train_once(tmp_path / "later", data_dir)
     assert "supcon_digits downloaded and prepared" in first_log
     assert "downloaded and prepared" not in later_log
