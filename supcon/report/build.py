@@ -332,7 +332,8 @@ def build_report_and_claims(runs_dir: str, out: str, plots: bool = True, command
     )
     lines += problems_section(every) + runs_appendix(every, metrics)
     record = None if tested is None else claims_record.report_record(
-        spec["stem"], tested, scale_values(every), smoke=any(r.point.get("smoke") for r in every)
+        spec["stem"], tested, scale_values(every), smoke=any(r.point.get("smoke") for r in every),
+        supersedes=spec.get("supersedes", ()),
     )
     return "\n".join(lines).rstrip("\n") + "\n", record
 

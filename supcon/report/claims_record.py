@@ -101,11 +101,14 @@ def verdict_entry(verdict: claims.Verdict, below: Sequence[tuple[str, float]] | 
     }  # fmt: skip
 
 
-def report_record(recipe: str, tested: Tested, scale: dict[str, list[str]], smoke: bool) -> dict:
+def report_record(recipe: str, tested: Tested, scale: dict[str, list[str]], smoke: bool,
+                  supersedes: Sequence[str] = ()) -> dict:
     """The claims.json of a report: its recipe stem, the header's scale values, whether its runs are smoke runs,
-    and one entry per verdict of the Claims section."""
+    one entry per verdict of the Claims section, and (only when the recipe names some) the reports whose verdicts
+    on the same claims it supersedes (`report.supersedes`)."""
     below = tested.below if tested.below is not None else [None] * len(tested.verdicts)
-    return {
+    extra = {"supersedes": list(supersedes)} if supersedes else {}
+    return extra | {
         "format": FORMAT,
         "recipe": recipe,
         "written_by": REPORTER,
@@ -152,6 +155,9 @@ def check_record(record: object, where: str) -> dict:
         raise ValueError(f"{where}: needs a recipe (string) and a scale (object)")
     if not isinstance(record.get("verdicts"), list):
         raise ValueError(f"{where}: verdicts must be a list")
+    supersedes = record.get("supersedes", [])
+    if not isinstance(supersedes, list) or not all(isinstance(name, str) for name in supersedes):
+        raise ValueError(f"{where}: supersedes must be a list of report names")
     for i, entry in enumerate(record["verdicts"]):
         if not isinstance(entry, dict) or set(VERDICT_KEYS) - set(entry):
             missing = sorted(set(VERDICT_KEYS) - set(entry)) if isinstance(entry, dict) else "an object"

@@ -67,6 +67,7 @@ class Test:
     folder: str
     record: dict
     entry: dict
+    superseded_by: str = ""  # the report whose verdict on the same claim replaces this one (its report.supersedes)
 
     @property
     def parsed(self) -> bool:
@@ -126,6 +127,9 @@ def format_n(entry: dict) -> str:
 
 def format_verdict(test: Test) -> str:
     entry = test.entry
+    if test.superseded_by:
+        was = format_verdict(dataclasses.replace(test, superseded_by=""))
+        return f"superseded by [{test.superseded_by}]({test.superseded_by}/README.md), not counted (was: {was})"
     if entry["verdict"] == claims.INCONCLUSIVE:
         cell = f"inconclusive: {entry['reason']}" if entry["reason"] else "inconclusive"
     else:
@@ -173,6 +177,8 @@ def _paper_side(claim: claims.Claim | None) -> str:
 
 
 def _summary(known: dict, tested: dict[str, list[Test]], tests: list[Test], reports: int) -> list[str]:
+    superseded = sum(bool(t.superseded_by) for t in tests)
+    tests = [t for t in tests if not t.superseded_by]
     count = {k: sum(t.entry["verdict"] == k for t in tests) for k in COLORS}
     below = sum(bool(t.entry["below_bar"]) for t in tests)
     untested = len(known) - len(tested)
@@ -185,6 +191,9 @@ def _summary(known: dict, tested: dict[str, list[Test]], tests: list[Test], repo
         f"{count[claims.REPRODUCED]} reproduced, {count[claims.CONTRADICTED]} contradicted, "
         f"{count[claims.INCONCLUSIVE]} inconclusive; {below} rest on rows below the CPU-scale bar."
     )
+    if superseded:
+        second += (f" {superseded} more superseded by a later report's rerun of the same claim (shown, not counted, "
+                   f"not drawn).")  # fmt: skip
     return [first, "", second, ""]
 
 
@@ -244,6 +253,8 @@ def build(reports_dir: str, claims_path: str = claims.PAPER_CLAIMS) -> tuple[str
                  for folder, cid in unknown]  # fmt: skip
     order = {cid: i for i, cid in enumerate(known)}
     tests = sorted((t for t in tests if t.entry["claim"] in known), key=lambda t: (order[t.entry["claim"]], t.folder))
+    replaced = {(old, t.entry["claim"]): t.folder for t in tests for old in t.record.get("supersedes", [])}
+    tests = [dataclasses.replace(t, superseded_by=replaced.get((t.folder, t.entry["claim"]), "")) for t in tests]
     tested: dict[str, list[Test]] = {}
     for test in tests:
         tested.setdefault(test.entry["claim"], []).append(test)
@@ -313,7 +324,7 @@ def build(reports_dir: str, claims_path: str = claims.PAPER_CLAIMS) -> tuple[str
         lines += ["No report here has a claims.json yet.", ""]
     if problems:
         lines += ["Problems:", ""] + [f"- {p}" for p in problems] + [""]
-    return "\n".join(lines).rstrip("\n") + "\n", tests
+    return "\n".join(lines).rstrip("\n") + "\n", [t for t in tests if not t.superseded_by]
 
 
 def _label(test: Test, claim: claims.Claim | None) -> str:

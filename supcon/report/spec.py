@@ -12,6 +12,8 @@ setting and, where it helps, the nearest valid name:
   section (`supcon.report.convergence`: where each row's curve of the first metric flattens);
 * `title`: a string; `claims`: a list of claim ids (checked further by `supcon.report.claims`); a claim or metric
   that needs a baseline (robust/mce, robust/relative_mce) needs `robustness`;
+* `supersedes`: report folders (recipe stems) whose verdicts on the claims this report also tests it replaces
+  (a rerun with a fairer design): the scoreboard shows theirs as superseded and leaves them out of its counts;
 * `robustness`: turns on the Robustness section (`supcon.report.robustness`), a dict:
     report.robustness = {
         'baseline': 'alexnet',              # or a row of the grid: {'METHOD': 'cross_entropy'}
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +40,7 @@ from supcon.report.data import value_label
 
 SPEC_KEYS = (
     "rows", "columns", "metrics", "paper", "title", "paper_rows", "paper_columns", "claims", "robustness",
-    "convergence",
+    "convergence", "supersedes",
 )  # fmt: skip
 ALEXNET = "alexnet"  # report.robustness's baseline: AlexNet's published ImageNet-C errors
 ROBUSTNESS_KEYS = ("baseline", "paper_rows", "reliability")
@@ -102,6 +105,11 @@ def parse(raw: dict) -> dict:
             raise SpecError(key, f"report.{key} must be a string; got {raw[key]!r}")
         spec[key] = raw.get(key)
     spec["robustness"] = _robustness(raw.get("robustness"))
+    spec["supersedes"] = _names(raw, "supersedes", "report names (recipe stems)", one=False)
+    bad = [name for name in spec["supersedes"] if not re.fullmatch(r"[a-z0-9_]+", name)]
+    if bad:
+        raise SpecError("supersedes", f"report.supersedes: {bad[0]!r} is not a report name (a recipe stem such as "
+                                      f"'fmnist_table2')")  # fmt: skip
     return spec
 
 

@@ -10,6 +10,7 @@ from test_report import make_run
 
 from supcon.report import build as report
 from supcon.report import claims, claims_record, scoreboard
+from supcon.report import spec as report_spec
 
 FMNIST = {
     "dataset": ["fashion_mnist"],
@@ -306,3 +307,32 @@ def test_a_report_without_claims_removes_its_claims_json(grid_with_claims, tmp_p
     report.write_report(grid_with_claims, str(out), plots=False, records=False)
     assert not (out / "claims.json").exists()
     assert "tested by 0 reports," in (out.parent / "README.md").read_text()
+
+
+def test_a_rerun_that_supersedes_a_report_replaces_its_verdict_on_the_claims_both_test(reports):
+    """fmnist_table2_fair's report.supersedes = ['fmnist_table2']: alpha's table2_supcon_gt_ce verdict is shown as
+    superseded and left out of the counts and the figure; alpha's other claims and beta's verdict still count."""
+    rerun = record("delta", [entry("table2_supcon_gt_ce", "inconclusive", "pp", (0.0, -0.28, 0.29),
+                                   compared="METHOD=supcon − METHOD=cross_entropy", p=0.97, below=[],
+                                   reason="the 95% interval includes 0")])  # fmt: skip
+    write(reports, "delta", dict(rerun, supersedes=["alpha"]))
+    text, tests = scoreboard.build(str(reports))
+    rows = [r for r in table_rows(text, "Tested claims") if "[alpha](alpha/README.md)" in r]
+    replaced = [r for r in rows if "superseded by [delta](delta/README.md), not counted (was: **reproduced**)" in r]
+    assert len(replaced) == 1 and "+0.31" in replaced[0]
+    assert sum("superseded" in r for r in rows) == 1  # alpha's other claims stand
+    assert ("6 claim tests (one per claim, report and setting): 2 reproduced, 2 contradicted, 2 inconclusive; "
+            "1 rest on rows below the CPU-scale bar. 1 more superseded by a later report's rerun of the same claim "
+            "(shown, not counted, not drawn).") in text  # fmt: skip
+    assert [t.folder for t in tests if t.entry["claim"] == "table2_supcon_gt_ce"] == ["beta", "delta"]
+    write(reports, "delta", rerun)  # without report.supersedes both verdicts count
+    text, tests = scoreboard.build(str(reports))
+    assert "superseded" not in text and len(tests) == 7
+
+
+def test_report_supersedes_must_name_reports():
+    assert report_spec.parse({"supersedes": ["fmnist_table2"]})["supersedes"] == ["fmnist_table2"]
+    assert report_spec.parse({})["supersedes"] == []
+    for bad in ("fmnist_table2", ["reports/fmnist_table2"], [3]):
+        with pytest.raises(report_spec.SpecError, match="report.supersedes"):
+            report_spec.parse({"supersedes": bad})
