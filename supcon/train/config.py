@@ -105,16 +105,25 @@ def bfloat16_is_fast(cpu_flags: set[str] | None = None) -> bool:
     if tf.config.list_physical_devices("GPU"):
         return True
     if cpu_flags is None:
-        cpu_flags = set()
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("flags"):
-                        cpu_flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:
-            pass
+        cpu_flags = read_cpu_flags()
     return bool(cpu_flags & {"avx512_bf16", "amx_bf16"})
+
+
+# The CPU flags that decide which kernels a training step runs, and so its speed (4-16x between AVX2 and AVX-512
+# BF16 machines) and its last bits: env.json records the ones the machine has.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def read_cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The flags of the first processor in `path` (empty where it does not exist or lists none)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def resolve_mixed_precision(value, topology: str) -> bool:

@@ -21,6 +21,7 @@ from importlib import metadata
 import tensorflow as tf
 
 from supcon import workdir as wd
+from supcon.train import config
 
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tensorflow-datasets", "gin-config", "numpy")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,5 +168,10 @@ def write_env(run, name: str = wd.ENV, patch: str | None = None) -> None:
             "strategy": type(run.strategy).__name__, "replicas": run.replicas, "scale": scale,
             "mixed_precision": bool(run.mixed_precision),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TF default"),
+            "cpu_flags": [f for f in config.SPEED_FLAGS if f in config.read_cpu_flags()],
+            # The thread pools' sizes (0: TF's default, every core): they change the order of float reductions,
+            # so the same point trained with another --jobs can differ in its last digits (and its top-1).
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
         },
     )

@@ -13,9 +13,10 @@ from importlib import metadata
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from supcon import workdir as wd
-from supcon.train import runinfo, stages
+from supcon.train import config, runinfo, stages
 
 
 def _git(root, *args) -> str:
@@ -97,8 +98,12 @@ def test_env_json_records_the_code_the_packages_and_the_scale(tmp_path, monkeypa
     monkeypatch.setattr(runinfo, "code_state", lambda: runinfo.CodeState("0123abc", ("supcon/a.py",), b"a patch\n"))
     monkeypatch.setattr(runinfo.os, "cpu_count", lambda: 6)
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    monkeypatch.setattr(runinfo.config, "read_cpu_flags", lambda: {"fpu", "avx512_bf16", "avx2", "sse4_2"})
     runinfo.write_env(_run(tmp_path))
     env = json.loads((tmp_path / wd.ENV).read_text())
+    assert env["cpu_flags"] == ["avx2", "avx512_bf16"]  # the speed-relevant ones, in SPEED_FLAGS' order
+    assert env["threads"] == {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
     assert (env["git_sha"], env["git_dirty"], env["git_dirty_paths"]) == ("0123abc", True, ["supcon/a.py"])
     assert (tmp_path / wd.PATCH).read_bytes() == b"a patch\n" and env["git_patch"] == wd.PATCH
     assert env["git_patch_sha256"] == hashlib.sha256(b"a patch\n").hexdigest()
@@ -132,3 +137,12 @@ def test_env_json_of_a_mixed_precision_evaluation(tmp_path, monkeypatch):
     env = json.loads((tmp_path / wd.EVAL_ENV).read_text())
     assert env["mixed_precision"] is True and env["onednn"] == "TF default" and env["git_dirty"] is False
     assert env["scale"]["encoder"] == "ResNeXt-18 x0.25, ImageNet stem (0.50 M params), input 8x8x1, mixed bfloat16"
+
+
+def test_cpu_flags_are_read_from_the_first_processor(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert config.read_cpu_flags(str(cpuinfo)) == {"fpu", "avx2", "avx512f"}
+    assert config.read_cpu_flags(str(tmp_path / "missing")) == set()
+    cpuinfo.write_text("processor\t: 0\n")
+    assert config.read_cpu_flags(str(cpuinfo)) == set()
