@@ -42,6 +42,7 @@ Layout of one run directory::
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -56,6 +57,7 @@ from gin import config_parser  # the parser only: reading config.gin configures 
 
 POINT = "point.json"
 CONFIG = "config.gin"
+CONFIG_GZ = "config.gin.gz"  # a run record keeps its run's config.gin gzipped (supcon.report.records)
 OPERATIVE_CONFIG = "operative_config.gin"
 ENV = "env.json"
 METRICS = "metrics.jsonl"
@@ -382,8 +384,9 @@ class _GinTextDelegate(config_parser.ParserDelegate):
 
 
 def read_gin_bindings(path: str) -> dict[tuple[str, str], Any]:
-    """{(scope, 'selector.arg'): value} and {('', MACRO): value} of a config.gin, macros resolved."""
-    with open(path) as f:
+    """{(scope, 'selector.arg'): value} and {('', MACRO): value} of a config.gin (gzipped when `path` ends in .gz, as
+    a record keeps it), macros resolved."""
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
         text = f.read()
     try:
         statements = list(config_parser.ConfigParser(text, _GinTextDelegate()))

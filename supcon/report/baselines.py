@@ -100,6 +100,8 @@ def run_setting(run_dir: str, env: dict) -> Setting:
     if not scale.get("dataset") or not scale.get("train_examples"):
         raise NotComputed("no env.json with the dataset and the training examples")
     config = os.path.join(run_dir, workdir.CONFIG)
+    if not os.path.isfile(config) and os.path.isfile(os.path.join(run_dir, workdir.CONFIG_GZ)):
+        config = os.path.join(run_dir, workdir.CONFIG_GZ)  # a run record's
     if not os.path.isfile(config):
         raise NotComputed(
             f"no {workdir.CONFIG} in the run directory (the evaluation image size is unknown)"

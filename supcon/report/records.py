@@ -1,7 +1,7 @@
 """A report's run records: the small files of every run it read, kept beside it in `reports/<recipe>/runs/<slug>/`.
 
-A record is a run directory without the heavy parts: point.json, status.json, result.json, env.json,
-calibration.json and config.gin as the run wrote them, its metrics.jsonl with the training lines thinned to
+A record is a run directory without the heavy parts: point.json, status.json, result.json, env.json and
+calibration.json as the run wrote them, its config.gin gzipped (config.gin.gz: a fifth of the bytes), its metrics.jsonl with the training lines thinned to
 CURVE_POINTS per stage (every evaluation line kept), and its test-set embeddings as the 2-D PCA of at most
 `plots.MAX_POINTS` of them (what the embeddings plot draws). No checkpoint, export or event file. The reporter
 builds a report from these records alone, so a committed report can be rebuilt, audited and continued on another
@@ -10,6 +10,7 @@ machine (docs/reports.md).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -24,11 +25,10 @@ from supcon.report import plots as report_plots
 
 RECORDS = workdir.RECORDS_DIR  # the records' folder inside a report's folder
 CURVE_POINTS = 100  # training lines of metrics.jsonl kept per stage, evenly spaced (the last one always)
-FULL_CURVES_UP_TO = 12  # runs in a report that keep CURVE_POINTS; a larger grid keeps fewer (curve_points)
+FULL_CURVES_UP_TO = 10  # runs in a report that keep CURVE_POINTS; a larger grid keeps fewer (curve_points)
 MIN_CURVE_POINTS = 25
 SIGNIFICANT = 6  # digits kept of a logged float
-COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.CONFIG,
-          workdir.PATCH)
+COPIED = (workdir.POINT, workdir.STATUS, workdir.RESULT, workdir.ENV, workdir.CALIBRATION, workdir.PATCH)
 RECORDED_STATES = (workdir.DONE, workdir.FAILED)  # a running or interrupted point is recorded once it ends
 
 
@@ -99,6 +99,13 @@ def write_record(run_dir: str, record: str, points: int = CURVE_POINTS) -> None:
         for name in COPIED:
             if os.path.isfile(os.path.join(run_dir, name)):
                 shutil.copyfile(os.path.join(run_dir, name), os.path.join(stage, name))
+        config = os.path.join(run_dir, workdir.CONFIG)
+        if os.path.isfile(config):  # gzipped without a name or time in its header: the same bytes every time
+            with open(config, "rb") as src, open(os.path.join(stage, workdir.CONFIG_GZ), "wb") as raw:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+                    shutil.copyfileobj(src, out)
+        elif os.path.isfile(os.path.join(run_dir, workdir.CONFIG_GZ)):  # a record recorded again
+            shutil.copyfile(os.path.join(run_dir, workdir.CONFIG_GZ), os.path.join(stage, workdir.CONFIG_GZ))
         point = workdir.read_json(os.path.join(run_dir, workdir.POINT))
         if isinstance(point, dict):  # no machine paths in a committed record (a damaged one stays verbatim)
             workdir.write_json_atomic(os.path.join(stage, workdir.POINT), workdir.portable_point(point, os.getcwd()))

@@ -1,6 +1,7 @@
 """Tests for supcon.report.baselines: the trainer's data order and evaluation resize rebuilt without TensorFlow (checked
 against TF here), the digits numbers, the run settings read from config.gin, and the report's baselines section."""
 
+import gzip
 import os
 import subprocess
 import sys
@@ -146,7 +147,11 @@ def test_run_setting_reads_config_gin(tmp_path):
         None,
         "train",
     )
+    text = (tmp_path / workdir.CONFIG).read_bytes()
     os.remove(tmp_path / workdir.CONFIG)
+    (tmp_path / workdir.CONFIG_GZ).write_bytes(gzip.compress(text))  # as a run record keeps it
+    assert baselines.run_setting(str(tmp_path), env("fashion_mnist", 5000)) == setting
+    os.remove(tmp_path / workdir.CONFIG_GZ)
     with pytest.raises(baselines.NotComputed, match="no config.gin in the run directory"):
         baselines.run_setting(str(tmp_path), env())
 
