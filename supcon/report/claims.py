@@ -314,10 +314,10 @@ def _strata(runs: Sequence[Run], macros: list[str]) -> list[tuple[str, list[Run]
     cross-entropy's batch and epochs names neither): it joins every group that agrees with it on the macros it
     names, so that it trains once and is compared in each setting. When no run names every macro, the runs are
     grouped by their values as they are (a missing value is a value of its own)."""
-    named = [r for r in runs if all(m in r.values for m in macros)]
-    if not named:
-        named = list(runs)
-    shared = [r for r in runs if r not in named]
+    names_all = [all(m in r.values for m in macros) for r in runs]
+    named = [r for r, full in zip(runs, names_all, strict=True) if full]
+    shared = [r for r, full in zip(runs, names_all, strict=True) if not full] if named else []
+    named = named or list(runs)
     strata = []
     for key, members in group_runs(named, macros):
         joins = [r for r in shared if all(value_label(r.values[m]) == k for m, k in zip(macros, key, strict=True)
