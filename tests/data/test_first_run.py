@@ -6,7 +6,6 @@ draws the seeds of unseeded initializers from that same generator, so the run th
 from other initial weights than every later run with the same seed.
 """
 
-import json
 import os
 import random
 import subprocess
@@ -53,18 +52,20 @@ def train_once(workdir, data_dir):
         cmd += ["--gin_param", param]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in (workdir / wd.METRICS).read_text().splitlines()]
-    losses = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
-    return wd.read_json(os.path.join(workdir, wd.RESULT)), losses, proc.stdout + proc.stderr
+    return *outcome(workdir), proc.stdout + proc.stderr
+
+
+def outcome(workdir):
+    """A finished run's result.json and its (step, loss) training lines."""
+    losses = [(r["step"], r["loss"]) for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
+    return wd.read_json(os.path.join(workdir, wd.RESULT)), losses
 
 
 def test_the_run_that_prepares_the_dataset_equals_a_later_run(tiny_run, tiny_run_origin, tmp_path):
     """The session's tiny run (tests/conftest.py) is the first run on its fresh data dir: it prepared the digits
     there. A later run of the same recipe on that data dir reads them, and trains and evaluates the same."""
     data_dir, first_log = tiny_run_origin
-    records = [json.loads(line) for line in (tiny_run / wd.METRICS).read_text().splitlines()]
-    first = wd.read_json(os.path.join(tiny_run, wd.RESULT))
-    first_losses = [(r["step"], r["loss"]) for r in records if r["kind"] == "train"]
+    first, first_losses = outcome(tiny_run)
     later, later_losses, later_log = train_once(tmp_path / "later", data_dir)
     assert "supcon_digits downloaded and prepared" in first_log
     assert "downloaded and prepared" not in later_log
