@@ -1,11 +1,11 @@
 """A report's run records: the small files of every run it read, kept beside it in `reports/<recipe>/runs/<slug>/`.
 
 A record is a run directory without the heavy parts: point.json, status.json, result.json, env.json and
-calibration.json as the run wrote them, its config.gin gzipped (config.gin.gz: a fifth of the bytes), its metrics.jsonl with the training lines thinned to
-CURVE_POINTS per stage (every evaluation line kept), and its test-set embeddings as the 2-D PCA of at most
-`plots.MAX_POINTS` of them (what the embeddings plot draws). No checkpoint, export or event file. The reporter
-builds a report from these records alone, so a committed report can be rebuilt, audited and continued on another
-machine (docs/reports.md).
+calibration.json as the run wrote them, its config.gin gzipped (config.gin.gz: a fifth of the bytes), its
+metrics.jsonl with the training lines thinned to CURVE_POINTS per stage (every evaluation line kept), and its
+test-set embeddings as the 2-D PCA of at most `plots.MAX_POINTS` of them (what the embeddings plot draws). No
+checkpoint, export or event file. The reporter builds a report from these records alone, so a committed report can
+be rebuilt, audited and continued on another machine (docs/reports.md).
 """
 
 from __future__ import annotations
