@@ -1,19 +1,22 @@
-"""Test session setup: two logical CPU devices, so MirroredStrategy can be tested without a GPU; one tiny
-finished run that the trainer's tests share; xdist groups; and the order in which the workers take the tests.
+"""Test session setup: two logical CPU devices, so MirroredStrategy can be tested without a GPU; what the tests
+build once per session and share (one tiny finished run, among others); and the order in which the workers take
+the tests.
 
 TensorFlow is imported and configured here, before any test touches a device. Tests that prove a module does
 not import TensorFlow (runner, grid, report) therefore check it in a fresh subprocess.
 
 Training is the expensive part of the suite (a trainer process costs ~10 s of CPU, mostly TensorFlow's import and
-tracing). Tests that read a trained run share one: `tiny_run`, trained once per session whichever workers ask
-for it (a lock file in the session's temporary folder), and the module fixtures named in SHARED, whose tests
-`--dist loadgroup` (pyproject.toml) sends to one worker. With pytest 9.2 and pytest-xdist 3.8 that grouping
-silently does nothing (pytest-xdist issue 1386: the group suffix of the node id is lost), so each worker that
-runs such a module builds its fixture once.
-"""
+tracing). What several tests read is built once per session, whichever xdist workers ask for it (`built_once`: a
+lock file in the session's temporary folder): `tiny_run`, and the module fixtures of the slower modules.
 
+The workers take one test at a time in FIRST's order (`--dist load --maxschedchunk 1`, pyproject.toml). Not
+`--dist loadgroup`: with pytest 9.2 and pytest-xdist 3.8 its groups are lost (pytest-xdist issue 1386) and a
+worker that crashes (a segfault in a kernel) hangs the session instead of failing its test
+(tests/test_suite_setup.py).
+"""
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
@@ -52,13 +55,10 @@ def tf_two_cpus():
 
 
 TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
-# Fixtures that train (or start a trainer process) once per worker: their tests go to one worker.
-SHARED = ("scored", "described")
 
 
 # Tests that start trainer processes (seconds to tens of seconds each), started first so that no worker is left
-# with one of them at the end while the other idles: with --dist loadgroup each worker takes the next unit (a
-# test, or a group of SHARED) in this order when it has at most two left.
+# with one of them at the end while the other idles: each worker takes the next test in this order when it is done.
 FIRST = (
     "tests/train/test_train.py::test_short_run_lowers_loss_and_writes_every_file",  # trains tiny_run
     "tests/train/test_train.py::test_two_logical_cpus_match_one_device",
@@ -81,38 +81,52 @@ def _first(item):
     return next((i for i, prefix in enumerate(FIRST) if item.nodeid.startswith(prefix)), len(FIRST))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into node ids
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for name in SHARED:
-            if name in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(name))
-                break
     items.sort(key=_first)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def built_once(tmp_path_factory):
+    """`built_once(name, build)`: the folder that `build(folder)` filled, built once per test session whichever
+    xdist workers ask for it: the first builds under a lock file, the others wait and read it. A build that fails
+    leaves no mark, so the next test that asks builds again (and fails the same way). Shared by every worker:
+    tests must not write into it (copy it first)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above the workers' own
+
+    def get(name, build):
+        folder = root / name
+        with open(root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (root / f"{name}.done").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                build(folder)
+                (root / f"{name}.done").touch()
+        return folder
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_run(built_once):
     """One uninterrupted tiny SupCon run (digits_tiny.gin: 24 pretraining + 8 linear steps, with its export),
     trained once per session by `python -m supcon.main` and read by the trainer's tests (resume, served process,
     eval mode, export, warm start, first run = later run). Its default data dir is a fresh folder of the session
     (`tiny_run_data_dir`), so it is the run that prepares the digits; its output is kept (`tiny_run_log`).
     Shared by every xdist worker: tests must not write into it (copy it first)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the session's folder, above the workers' own
-    workdir = root / "tiny_run" / "full"
-    with open(root / "tiny_run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; another that needs it meanwhile waits
-        if not (root / "tiny_run.done").exists():
-            env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   sources.DATA_DIR_ENV: str(tiny_run_data_dir(workdir))}  # fmt: skip
-            cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            tiny_run_log(workdir).write_text(proc.stdout + proc.stderr)
-            (root / "tiny_run.done").touch()
-    return workdir
+
+    def train(folder):
+        workdir = folder / "full"
+        env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2",
+               sources.DATA_DIR_ENV: str(tiny_run_data_dir(workdir))}  # fmt: skip
+        cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tiny_run_log(workdir).write_text(proc.stdout + proc.stderr)
+
+    return built_once("tiny_run", train) / "full"
 
 
 def tiny_run_data_dir(workdir):

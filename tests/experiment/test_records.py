@@ -204,8 +204,6 @@ def test_only_finished_and_failed_points_are_recorded(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # --report_only
 
-ONE_WORKER = pytest.mark.xdist_group("records_committed")  # with --dist loadgroup: `committed` is built once
-
 NO_TF_MAIN = (
     "import runpy, sys\n"
     "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
@@ -241,7 +239,6 @@ def test_report_only_rebuilds_the_report_from_its_records_alone(tmp_path):
     assert files(records_of(clone)) == files(committed / workdir.RECORDS_DIR)
 
 
-@ONE_WORKER
 def test_report_only_takes_the_baselines_from_the_records(committed, tmp_path):
     """The raw-pixel baselines' cache is committed with the records, so a clone rebuilds the report without the
     data: --report_only shows the cached numbers (here edited, to tell them from computed ones)."""
@@ -343,14 +340,18 @@ DAMAGES = {
 
 
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory):
-    """A clone whose report and records were committed after training the whole grid; its runs are gone."""
-    clone = make_clone(tmp_path_factory.mktemp("committed") / "clone")
-    proc = run(clone)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    shutil.rmtree(clone / "runs")
-    os.remove(clone / "train.log")
-    return clone
+def committed(built_once):
+    """A clone whose report and records were committed after training the whole grid; its runs are gone. Built
+    once per session (tests copy it)."""
+
+    def build(folder):
+        clone = make_clone(folder / "clone")
+        proc = run(clone)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        shutil.rmtree(clone / "runs")
+        os.remove(clone / "train.log")
+
+    return built_once("records_committed", build) / "clone"
 
 
 def damaged_clone(committed, tmp_path, kind):
@@ -391,7 +392,6 @@ def kinds(*leave_out):
     return [pytest.param(k, marks=() if k in KEPT else pytest.mark.slow) for k in DAMAGES if k not in leave_out]
 
 
-@ONE_WORKER
 @pytest.mark.parametrize("kind", kinds())
 def test_report_only_names_a_damaged_record_and_reports_the_others(committed, tmp_path, kind):
     """`--report_only`: one line naming the damaged file, no traceback, the other points reported, the damaged one
@@ -419,7 +419,6 @@ def test_report_only_names_a_damaged_record_and_reports_the_others(committed, tm
         assert f"its run dir {DAMAGED} was trained with other settings" in readme
 
 
-@ONE_WORKER
 @pytest.mark.parametrize("kind", kinds("other settings"))
 def test_the_runner_names_a_damaged_record_and_trains_its_point(committed, tmp_path, kind):
     """The runner: one line naming the damaged file, no traceback; with --only SEED=1 it trains nothing (the
@@ -446,7 +445,6 @@ def test_the_runner_names_a_damaged_record_and_trains_its_point(committed, tmp_p
     assert [(p.slug, os.path.basename(p.path)) for p in problems] == ([(DAMAGED, name)] if used else [])
 
 
-@ONE_WORKER
 def test_a_record_trained_with_other_settings_stops_the_runner(committed, tmp_path):
     """The runner (and --dry_run): a one-line error naming the record and the recipe's point, exit 2, nothing
     written."""
@@ -464,7 +462,6 @@ def test_a_record_trained_with_other_settings_stops_the_runner(committed, tmp_pa
         assert files(clone) == before and not (clone / "runs").exists()
 
 
-@ONE_WORKER
 def test_a_record_folder_without_point_json_is_named_and_left_alone(committed, tmp_path):
     """A stray folder in the records (no point.json) is named in one line; the report is the committed one."""
     clone = tmp_path / "clone"

@@ -213,32 +213,35 @@ def test_bad_corruption_name_fails_before_training(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    """A tiny finished run without corruption metrics, then scored twice in eval mode (served process)."""
+def scored(built_once):
+    """A tiny finished run without corruption metrics, then scored twice in eval mode (served process). Built once
+    per session; tests read it."""
     from supcon.experiment.worker import Worker
 
-    tmp = tmp_path_factory.mktemp("robust")
-    server = Worker("supcon.main", ENV, str(tmp / "startup.log"))
-    run = tmp / "run"
-    results = {}
-    try:
-        def request(name, *params):
-            log = tmp / f"{name}.log"
-            reply = server.request({"op": "train", "workdir": str(run), "gin_files": [TINY],
-                                    "gin_params": [*SMALL, *params], "log": str(log)})
-            assert reply == {"code": 0, "retire": False}, log.read_text()[-3000:]
-            results[name] = wd.read_json(str(run / wd.RESULT))
-            results[f"{name} calibration"] = wd.read_json(str(run / wd.CALIBRATION))
-            results[f"{name} log"] = log.read_text()
+    def build(tmp):
+        server = Worker("supcon.main", ENV, str(tmp / "startup.log"))
+        results = {}
+        try:
+            def request(name, *params):
+                log = tmp / f"{name}.log"
+                reply = server.request({"op": "train", "workdir": str(tmp / "run"), "gin_files": [TINY],
+                                        "gin_params": [*SMALL, *params], "log": str(log)})
+                assert reply == {"code": 0, "retire": False}, log.read_text()[-3000:]
+                results[name] = wd.read_json(str(tmp / "run" / wd.RESULT))
+                results[f"{name} calibration"] = wd.read_json(str(tmp / "run" / wd.CALIBRATION))
+                results[f"{name} log"] = log.read_text()
 
-        request("trained")
-        request("scored", *TWO_BY_TWO, "train_and_evaluate.mode = 'eval'",
-                "train_and_evaluate.corruption_cache_dir = None")
-        request("again", *TWO_BY_TWO, "train_and_evaluate.mode = 'eval'",
-                f"train_and_evaluate.corruption_cache_dir = '{tmp / 'cache'}'")
-    finally:
-        server.close()
-    return run, results
+            request("trained")
+            request("scored", *TWO_BY_TWO, "train_and_evaluate.mode = 'eval'",
+                    "train_and_evaluate.corruption_cache_dir = None")
+            request("again", *TWO_BY_TWO, "train_and_evaluate.mode = 'eval'",
+                    f"train_and_evaluate.corruption_cache_dir = '{tmp / 'cache'}'")
+        finally:
+            server.close()
+        (tmp / "results.json").write_text(json.dumps(results))
+
+    folder = built_once("robust_scored", build)
+    return folder / "run", json.loads((folder / "results.json").read_text())
 
 
 @pytest.mark.slow  # the scored fixture trains and scores a run on corrupted test sets (18 s per worker)

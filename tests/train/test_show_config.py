@@ -209,10 +209,15 @@ def describe(tmp_path, entries):
 
 
 @pytest.fixture(scope="module")
-def described(tmp_path_factory):
+def described(built_once):
+    """What `--describe` says of every official script's recipe and variant: one trainer process per session."""
     entries = [(stem, stem, []) for stem in OFFICIAL]
     entries += [(name, stem, params) for name, (stem, params, _) in VARIANTS.items()]
-    return describe(tmp_path_factory.mktemp("show"), entries)
+
+    def build(folder):
+        (folder / "described.json").write_text(json.dumps(describe(folder, entries)))
+
+    return json.loads((built_once("show_config", build) / "described.json").read_text())
 
 
 @pytest.mark.parametrize("stem", sorted(OFFICIAL))
