@@ -44,6 +44,8 @@ def _configure_tensorflow():
 
 _tf = _configure_tensorflow()
 
+from tiny_params import TINY  # noqa: E402
+
 from supcon.data import sources  # noqa: E402  (after the devices are configured: it imports TensorFlow)
 
 
@@ -54,7 +56,6 @@ def tf_two_cpus():
     return _tf
 
 
-TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 
 
 # Tests that start trainer processes (seconds to tens of seconds each), started first so that no worker is left

@@ -13,17 +13,13 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_params import TINY, UNREAD
 
 from supcon import data
 from supcon import workdir as wd
 from supcon.data import sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
-CHEAP = (  # digits_tiny without the outputs this test does not compare
-    "train_and_evaluate.export_model = False",
-    "train_and_evaluate.save_embeddings = 0",
-)
 COMPARED = ("eval/loss", "eval/top1", "eval/top5", "knn/top1", "step", "train_examples")
 
 
@@ -48,7 +44,7 @@ def train_once(workdir, data_dir):
     """One `python -m supcon.main` run of the tiny digits recipe, its default data dir set to data_dir."""
     env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2", sources.DATA_DIR_ENV: str(data_dir)}
     cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
-    for param in CHEAP:
+    for param in UNREAD:
         cmd += ["--gin_param", param]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

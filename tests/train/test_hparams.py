@@ -20,12 +20,12 @@ from tensorboard.backend.event_processing import data_provider, plugin_event_mul
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, get_experiment, list_session_groups, metadata
 from tensorboard.plugins.hparams import backend_context as hparams_backend
+from tiny_params import TINY, UNREAD
 
 from supcon import workdir as wd
 from supcon.train import hparams, stages
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 
 
 def read_events(directory) -> tuple[list, dict]:
@@ -170,7 +170,7 @@ def test_a_run_writes_its_session_at_the_start_and_its_final_metrics_at_the_end(
     wd.write_json_atomic(str(workdir / wd.POINT), {"id": "feedface", "values": {"TEMPERATURE": 0.2, "SEED": 0}})
     cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(workdir), "--gin_file", TINY]
     for param in ("TEMPERATURE = 0.2", "PRETRAIN_EPOCHS = 1", "LINEAR_EPOCHS = 1", "train_and_evaluate.knn_k = 0",
-                  "train_and_evaluate.export_model = False", "train_and_evaluate.save_embeddings = 0"):
+                  *UNREAD):
         cmd += ["--gin_param", param]
     env = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

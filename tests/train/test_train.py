@@ -12,11 +12,11 @@ import time
 
 import numpy as np
 import pytest
+from tiny_params import TINY, UNREAD
 
 from supcon import workdir as wd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = os.path.join(ROOT, "tests", "fixtures", "train", "digits_tiny.gin")
 ENV = {**os.environ, "SUPCON_THREADS": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
@@ -41,8 +41,6 @@ def train_records(workdir):
     return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
 
 
-# Outputs that a test comparing a run's metrics and losses with finished_run's does not read.
-UNREAD = ("train_and_evaluate.export_model = False", "train_and_evaluate.save_embeddings = 0")
 
 
 @pytest.fixture
