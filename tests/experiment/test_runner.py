@@ -406,10 +406,6 @@ def test_rerun_with_other_gin_params_is_refused(tmp_path):
     assert len(trained(tmp_path)) == 1
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(ROOT, "recipes", "smoke.gin")),
-    reason="no recipes/smoke.gin yet",
-)
 def test_smoke_appends_the_overlay_in_its_own_runs_dir(tmp_path):
     proc = run(tmp_path, fixture("single.gin"), "--smoke")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -474,9 +470,6 @@ def test_report_waits_for_the_other_shards(tmp_path):
     assert not (tmp_path / "reports").exists()
 
 
-@pytest.mark.skipif(
-    not os.path.exists(os.path.join(ROOT, "supcon", "report", "build.py")), reason="no reporter yet"
-)
 def test_report_is_written_after_the_grid(tmp_path):
     proc = run(tmp_path, fixture("grid.gin"), "--report")
     assert proc.returncode == 0, proc.stdout + proc.stderr
