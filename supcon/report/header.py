@@ -4,7 +4,8 @@ So that nobody mistakes a CPU digits run for a CIFAR-10 result, every report ope
 on the scale (dataset, image size, encoder, epochs, batch, hardware, from `env.json`), the git SHA(s), the
 package versions, the count of points done/failed/missing and the training wall time; when some runs came
 from uncommitted code, which ones, with links to their patches in the run records beside the report; and which
-points were copied from another recipe's runs or run records (`grid.reuse_from`). No TensorFlow.
+points were copied from another recipe's runs or run records (`grid.reuse_from`); and, when the runs did not all
+compute in the same precision (bfloat16 on some CPUs, float32 on others), how many did which. No TensorFlow.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def provenance(runs: list[Run]) -> list[str]:
     lines.append(f"- **Code:** git {code or MISSING}.")
     lines += uncommitted_code(runs)
     lines += copied_runs(runs)
+    lines += precisions(runs)
     versions: dict[str, set] = {}
     for run in runs:
         for name, version in (run.env.get("versions") or {}).items():
@@ -185,6 +187,38 @@ def copied_runs(runs: list[Run]) -> list[str]:
         kind = "run records" if len(parts) >= 3 and parts[-1] == workdir.RECORDS_DIR else "run dirs"
         lines.append(f"  - from the {kind} in `{folder}/`: {', '.join(f'`{s}`' for s in slugs)}")
     return lines
+
+
+def _precision_group(run: Run) -> tuple[str, str]:
+    """(precision, CPU speed flags) of a run's env.json: ('mixed bfloat16' or 'float32', 'avx2, avx512_bf16')."""
+    precision = "mixed bfloat16" if run.env.get("mixed_precision") else "float32"
+    flags = run.env.get("cpu_flags")
+    return precision, ", ".join(flags) if isinstance(flags, list) and flags else "not recorded"
+
+
+def precisions(runs: list[Run], shown: int = 12) -> list[str]:
+    """One line when the runs did not all compute in the same precision on CPUs with the same speed flags (env.json
+    `mixed_precision`, `cpu_flags`): how many runs in each, naming the runs of the smaller groups. 'auto' picks
+    bfloat16 only on CPUs with bfloat16 instructions, so one grid finished on two machines can mix the two; no
+    line when every run agrees or only one wrote env.json."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for run in sorted(runs, key=lambda r: r.slug):
+        if run.state in (workdir.DONE, workdir.FAILED) and run.env.get("mixed_precision") is not None:
+            groups.setdefault(_precision_group(run), []).append(run.slug)
+    if len({precision for precision, _ in groups}) < 2:
+        return []
+    largest = max(groups, key=lambda key: (len(groups[key]), key))
+    parts = []
+    for (precision, flags), slugs in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        part = f"{len(slugs)} in {precision} (CPU flags: {flags})"
+        if (precision, flags) != largest:
+            names = ", ".join(f"`{s}`" for s in slugs[:shown])
+            part += f": {names}" + (f" and {len(slugs) - shown} more" if len(slugs) > shown else "")
+        parts.append(part)
+    return [
+        "- **Precision:** the runs differ: " + "; ".join(parts) + ". `train_and_evaluate.mixed_precision` decides (as bound, "
+        "or 'auto': bfloat16 only on CPUs with bfloat16 instructions); the groups round differently."
+    ]
 
 
 def recipe_line(line: str) -> str:

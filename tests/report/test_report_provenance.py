@@ -94,3 +94,38 @@ def test_no_line_when_every_run_is_clean(tmp_path):
     lines = report_header.provenance(runs)
     assert [line for line in lines if line.startswith("- **Code:**")] == ["- **Code:** git `0123456789ab`."]
     assert not any("Uncommitted" in line for line in lines)
+
+
+def _with_env(path, **fields):
+    env = workdir.read_json(os.path.join(path, workdir.ENV))
+    env.update(fields)
+    workdir.write_json_atomic(os.path.join(path, workdir.ENV), env)
+
+
+def test_the_header_says_which_runs_computed_in_another_precision(tmp_path):
+    runs_dir = str(tmp_path / "runs" / "demo")
+    bf16 = ["avx2", "avx512f", "avx512_bf16"]
+    for seed in range(3):
+        _with_env(make_run(runs_dir, seed), mixed_precision=True, cpu_flags=bf16)
+    _with_env(make_run(runs_dir, 3), mixed_precision=False, cpu_flags=["avx2"])
+    _with_env(make_run(runs_dir, 4, state="failed"), mixed_precision=False, cpu_flags=["avx2"])
+    _with_env(make_run(runs_dir, 5, state="running"), mixed_precision=False, cpu_flags=["avx2"])  # not finished
+    _with_env(make_run(runs_dir, 6), mixed_precision=True)  # env.json from before cpu_flags were recorded
+    lines = report_header.precisions(report_data.load_runs(runs_dir))
+    assert lines == [
+        "- **Precision:** the runs differ: 3 in mixed bfloat16 (CPU flags: avx2, avx512f, avx512_bf16); "
+        "2 in float32 (CPU flags: avx2): `seed-3`, `seed-4`; 1 in mixed bfloat16 (CPU flags: not recorded): "
+        "`seed-6`. `train_and_evaluate.mixed_precision` decides (as bound, or 'auto': bfloat16 only on CPUs "
+        "with bfloat16 instructions); the groups round differently."
+    ]
+    with open(report.write_report(runs_dir, str(tmp_path / "report"), plots=False)) as f:
+        assert lines[0] in _header(f.read())
+
+
+def test_no_precision_line_when_every_run_agrees(tmp_path):
+    runs_dir = str(tmp_path / "runs" / "demo")
+    _with_env(make_run(runs_dir, 0), mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
+    _with_env(make_run(runs_dir, 1), mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
+    _with_env(make_run(runs_dir, 2), mixed_precision=True)  # same precision, flags not recorded: no line
+    make_run(runs_dir, 3)  # no mixed_precision in env.json: not counted
+    assert report_header.precisions(report_data.load_runs(runs_dir)) == []
