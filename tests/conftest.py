@@ -56,8 +56,6 @@ def tf_two_cpus():
     return _tf
 
 
-
-
 # Tests that start trainer processes (seconds to tens of seconds each), started first so that no worker is left
 # with one of them at the end while the other idles: each worker takes the next test in this order when it is done.
 FIRST = (

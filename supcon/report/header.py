@@ -197,21 +197,20 @@ def _precision_group(run: Run) -> tuple[str, str]:
 
 
 def precisions(runs: list[Run], shown: int = 12) -> list[str]:
-    """One line when the runs did not all compute in the same precision on CPUs with the same speed flags (env.json
-    `mixed_precision`, `cpu_flags`): how many runs in each, naming the runs of the smaller groups. 'auto' picks
-    bfloat16 only on CPUs with bfloat16 instructions, so one grid finished on two machines can mix the two; no
-    line when every run agrees or only one wrote env.json."""
+    """One line when the finished (or failed) runs did not all compute in the same precision (env.json
+    `mixed_precision`): how many ran in each precision on CPUs with which speed flags (`cpu_flags`), the largest
+    group first, naming the runs of the others. 'auto' picks bfloat16 only on CPUs with bfloat16 instructions, so
+    one grid finished on two machines can mix the two; no line when they all agree."""
     groups: dict[tuple[str, str], list[str]] = {}
     for run in sorted(runs, key=lambda r: r.slug):
         if run.state in (workdir.DONE, workdir.FAILED) and run.env.get("mixed_precision") is not None:
             groups.setdefault(_precision_group(run), []).append(run.slug)
     if len({precision for precision, _ in groups}) < 2:
         return []
-    largest = max(groups, key=lambda key: (len(groups[key]), key))
     parts = []
-    for (precision, flags), slugs in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+    for i, ((precision, flags), slugs) in enumerate(sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))):
         part = f"{len(slugs)} in {precision} (CPU flags: {flags})"
-        if (precision, flags) != largest:
+        if i:  # the largest group comes first and is not named
             names = ", ".join(f"`{s}`" for s in slugs[:shown])
             part += f": {names}" + (f" and {len(slugs) - shown} more" if len(slugs) > shown else "")
         parts.append(part)

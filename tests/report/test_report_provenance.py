@@ -19,8 +19,9 @@ PATCH_A = b"diff --git a/supcon/losses.py b/supcon/losses.py\n--- a/supcon/losse
 PATCH_B = b"diff --git a/recipes/new.gin b/recipes/new.gin\nnew file mode 100644\n"
 
 
-def make_run(root, seed, state="done", patch=None, paths=(), dirty=None):
-    """A run of point SEED=seed; `patch`: the bytes of its uncommitted.patch (None: clean code)."""
+def make_run(root, seed, state="done", patch=None, paths=(), dirty=None, **env_fields):
+    """A run of point SEED=seed; `patch`: the bytes of its uncommitted.patch (None: clean code); `env_fields`: more
+    env.json fields."""
     slug = f"seed-{seed}"
     path = os.path.join(root, slug)
     os.makedirs(path)
@@ -29,7 +30,7 @@ def make_run(root, seed, state="done", patch=None, paths=(), dirty=None):
         "bindings": {"SEED": str(seed)}, "values": {"SEED": seed}, "report": {"rows": ["SEED"]}, "header": [],
     })
     env = {"git_sha": SHA, "git_dirty": patch is not None if dirty is None else dirty,
-           "versions": {"python": "3.11.2"}, "scale": {"dataset": "digits"}}
+           "versions": {"python": "3.11.2"}, "scale": {"dataset": "digits"}, **env_fields}
     if patch is not None:
         workdir.write_text_atomic(os.path.join(path, workdir.PATCH), patch)
         env.update(git_dirty_paths=list(paths), git_patch=workdir.PATCH,
@@ -96,21 +97,15 @@ def test_no_line_when_every_run_is_clean(tmp_path):
     assert not any("Uncommitted" in line for line in lines)
 
 
-def _with_env(path, **fields):
-    env = workdir.read_json(os.path.join(path, workdir.ENV))
-    env.update(fields)
-    workdir.write_json_atomic(os.path.join(path, workdir.ENV), env)
-
-
 def test_the_header_says_which_runs_computed_in_another_precision(tmp_path):
     runs_dir = str(tmp_path / "runs" / "demo")
     bf16 = ["avx2", "avx512f", "avx512_bf16"]
     for seed in range(3):
-        _with_env(make_run(runs_dir, seed), mixed_precision=True, cpu_flags=bf16)
-    _with_env(make_run(runs_dir, 3), mixed_precision=False, cpu_flags=["avx2"])
-    _with_env(make_run(runs_dir, 4, state="failed"), mixed_precision=False, cpu_flags=["avx2"])
-    _with_env(make_run(runs_dir, 5, state="running"), mixed_precision=False, cpu_flags=["avx2"])  # not finished
-    _with_env(make_run(runs_dir, 6), mixed_precision=True)  # env.json from before cpu_flags were recorded
+        make_run(runs_dir, seed, mixed_precision=True, cpu_flags=bf16)
+    make_run(runs_dir, 3, mixed_precision=False, cpu_flags=["avx2"])
+    make_run(runs_dir, 4, state="failed", mixed_precision=False, cpu_flags=["avx2"])
+    make_run(runs_dir, 5, state="running", mixed_precision=False, cpu_flags=["avx2"])  # not finished
+    make_run(runs_dir, 6, mixed_precision=True)  # env.json from before cpu_flags were recorded
     lines = report_header.precisions(report_data.load_runs(runs_dir))
     assert lines == [
         "- **Precision:** the runs differ: 3 in mixed bfloat16 (CPU flags: avx2, avx512f, avx512_bf16); "
@@ -124,8 +119,8 @@ def test_the_header_says_which_runs_computed_in_another_precision(tmp_path):
 
 def test_no_precision_line_when_every_run_agrees(tmp_path):
     runs_dir = str(tmp_path / "runs" / "demo")
-    _with_env(make_run(runs_dir, 0), mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
-    _with_env(make_run(runs_dir, 1), mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
-    _with_env(make_run(runs_dir, 2), mixed_precision=True)  # same precision, flags not recorded: no line
+    make_run(runs_dir, 0, mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
+    make_run(runs_dir, 1, mixed_precision=True, cpu_flags=["avx2", "avx512_bf16"])
+    make_run(runs_dir, 2, mixed_precision=True)  # same precision, flags not recorded: no line
     make_run(runs_dir, 3)  # no mixed_precision in env.json: not counted
     assert report_header.precisions(report_data.load_runs(runs_dir)) == []

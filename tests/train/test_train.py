@@ -41,8 +41,6 @@ def train_records(workdir):
     return [r for r in wd.read_jsonl(os.path.join(workdir, wd.METRICS)) if r["kind"] == "train"]
 
 
-
-
 @pytest.fixture
 def finished_run(tiny_run):
     """The session's uninterrupted tiny run (tests/conftest.py), read only: every worker reads it."""
