@@ -102,7 +102,7 @@ def _register():
     if "grid" not in _registered:  # gin keeps registrations across clear_config
 
         @gin.configurable("grid")
-        def _grid(axes=None, points=None, runs_of=None, reuse_from=None):
+        def _grid(axes=None, points=None, runs_of=None, reuse_from=None, share_pretraining=False):
             return axes, points
 
         @gin.configurable("report")

@@ -24,6 +24,10 @@ Layout of one run directory::
                           and its final metrics (at the end), for the HParams dashboard of `tensorboard --logdir
                           runs/<recipe>`
     ckpt/                 checkpoints (tf.train.CheckpointManager)
+    stage_ckpt/           <stage>-<step>.*: the whole training state at the end of each stage but the last, kept
+                          (the pretrained encoder of a SupCon / SimCLR run); grid.share_pretraining starts other
+                          points' final stage from it (supcon.experiment.sharing), and train_and_evaluate.init_checkpoint
+                          may name it
     export/               SavedModel: images -> embeddings, logits
     embeddings.npz        test-set encoder embeddings and labels (for the reporter's plots)
     calibration.json      reliability diagrams (15 bins): {"clean": {"bin_edges" [16], "counts" [15], "accuracy"
@@ -65,6 +69,7 @@ TB_DIR = "tb"
 HPARAMS_DIR = "hparams"  # TensorBoard's HParams session (supcon.train.hparams)
 PATCH = "uncommitted.patch"  # the uncommitted changes the run ran with (supcon.train.runinfo)
 CKPT_DIR = "ckpt"
+STAGE_CKPT_DIR = "stage_ckpt"  # the state at the end of each stage but the last: <stage>-<step>.index / .data-*
 EXPORT_DIR = "export"
 EMBEDDINGS = "embeddings.npz"
 STATUS = "status.json"
@@ -178,7 +183,8 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 
 GIN_FILES = "gin_files"  # point.json: the trainer's gin files (absolute in a run dir, portable in a record)
-PATH_FIELDS = ("recipe", "copied_from")  # point.json's other paths
+PRETRAINING_FROM = "pretraining_from"  # point.json: the run dir whose pretraining the point started from
+PATH_FIELDS = ("recipe", "copied_from", PRETRAINING_FROM)  # point.json's other paths
 
 
 def portable_point(point: Any, root: str) -> Any:

@@ -17,7 +17,7 @@ import threading
 import time
 
 from supcon import workdir
-from supcon.experiment import grid, progress, reuse
+from supcon.experiment import grid, progress, reuse, sharing
 from supcon.experiment.claim import HOST, Claim
 from supcon.experiment.environment import child_env, secondary_worker, threads_per_job
 from supcon.experiment.outcome import EVALUATED, NOT_RUN, Outcome, failure_reason
@@ -220,9 +220,13 @@ class Launcher:
             f"# Grid point {point.id} of {rel(self.plan.trainer_recipe.path)}\n" + point.gin_text(),
         )
         if not self.secondary and not scoring:  # a scored point keeps the point.json it was trained with
-            workdir.write_json_atomic(
-                os.path.join(run_dir, workdir.POINT), point_record(self.plan, point, gin_files)
-            )
+            record = point_record(self.plan, point, gin_files)
+            shared = self._shared_pretraining(point, run_dir, status, record)
+            if shared is not None:
+                record[sharing.SHARED_FROM] = shared
+                if status == reuse.NEW:
+                    how = f"new; its pretraining from {shared}"
+            workdir.write_json_atomic(os.path.join(run_dir, workdir.POINT), record)
         self.say(n, "running", point, f" ({how}) -> {rel(run_dir)}")
         start = time.time()
         log = os.path.join(run_dir, workdir.LOG if not self.secondary else f"log-{self.secondary}.txt")
@@ -234,6 +238,29 @@ class Launcher:
         if code is None:
             return Outcome(point, "interrupted", "not started")
         return self._outcome(n, point, run_dir, code, start, scoring)
+
+    def _shared_pretraining(self, point: grid.Point, run_dir: str, status: str, record: dict) -> str | None:
+        """The run dir whose pretraining the point starts from (grid.share_pretraining, supcon.experiment.sharing):
+        for a new point, another run dir of the runs folder with the same pretraining settings and a stage
+        checkpoint, copied into the point's run dir here; for a started point, the one its point.json names. As
+        point.json records it (`command_path`)."""
+        if status != reuse.NEW:
+            previous = workdir.read_json(os.path.join(run_dir, workdir.POINT), {})
+            shared = previous.get(sharing.SHARED_FROM) if isinstance(previous, dict) else None
+            return shared if isinstance(shared, str) else None
+        key = record.get(sharing.SHARED_HASH)
+        if key is None or not sharing.can_seed(run_dir):
+            return None
+        found = sharing.find_source(self.plan.runs_root, key, record["gin_params"], run_dir)
+        if found is None:
+            return None
+        source, prefix, step = found
+        try:
+            sharing.seed_run_dir(source, prefix, step, run_dir)
+        except OSError as e:  # the point trains its own pretraining instead
+            self.display.message(f"could not copy the pretraining of {rel(source)} into {rel(run_dir)}: {e}")
+            return None
+        return command_path(source)
 
     def _run_process(self, run_dir: str, gin_files: list[str], gin_params: list[str], log: str, claim: Claim,
                      start: float) -> int | None:

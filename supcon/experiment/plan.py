@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 
 from supcon import workdir
-from supcon.experiment import environment, grid, reuse, scoring
+from supcon.experiment import environment, grid, reuse, scoring, sharing
 from supcon.experiment.bindings import eval_only_overrides, run_settings_mismatch, settings_hash
 from supcon.experiment.options import SMOKE_GIN, Options, UsageError
 from supcon.experiment.shown import rel, repo_path
@@ -383,7 +383,8 @@ def _reuse_wanted(plan: Plan) -> tuple[list[str], dict[str, dict[str, str]]]:
 
 def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
     """The content of point.json: with grid.runs_of, the other recipe's point as its own runner writes it (its
-    recipe, report settings and header), and `runs_of_by`, the recipe whose runner wrote it."""
+    recipe, report settings and header), and `runs_of_by`, the recipe whose runner wrote it; with
+    grid.share_pretraining, the hash of its pretraining settings (`supcon.experiment.sharing`)."""
     recipe = plan.trainer_recipe
     record = {
         "recipe": repo_path(recipe.path),
@@ -402,4 +403,6 @@ def point_record(plan: Plan, point: grid.Point, gin_files: list[str]) -> dict:
     }
     if plan.runs_of is not None:
         record["runs_of_by"] = repo_path(plan.recipe.path)
+    if recipe.share_pretraining and (key := sharing.pretraining_hash(plan.settings[point.id])) is not None:
+        record[sharing.SHARED_HASH] = key
     return record

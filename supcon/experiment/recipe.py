@@ -25,7 +25,7 @@ RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 # Where a binding comes from. Overlays (the runner's smoke.gin, a point's own bindings) are generic: they may
 # bind macros that a given recipe does not have, so the unused-binding checks skip them.
 RECIPE, INCLUDE, OVERLAY, PARAM = "recipe", "include", "overlay", "param"
-GRID_ARGS = ("axes", "points", "runs_of", "reuse_from")  # the runner's grid.* bindings
+GRID_ARGS = ("axes", "points", "runs_of", "reuse_from", "share_pretraining")  # the runner's grid.* bindings
 STEM_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # a recipe stem, as grid.runs_of and grid.reuse_from name one
 
 
@@ -97,6 +97,8 @@ class Recipe:
       reuse_from: the `grid.reuse_from` value: stems of recipes whose finished runs of identical points the
         runner copies instead of training them (None: none); checked by `supcon.experiment.grid.resolve_reuse_from`.
       reuse_from_paths: those recipes' files, [] without grid.reuse_from.
+      share_pretraining: `grid.share_pretraining`: points that differ only in their final stage start it from
+        one another's pretraining (`supcon.experiment.sharing`).
     """
 
     path: str
@@ -114,6 +116,7 @@ class Recipe:
     runs_of_path: str = ""
     reuse_from: Any = None
     reuse_from_paths: list[str] = dataclasses.field(default_factory=list)
+    share_pretraining: bool = False
 
     @property
     def runs_stem(self) -> str:
@@ -242,6 +245,8 @@ def _apply_binding(recipe: Recipe, st: config_parser.BindingStatement, where: st
             if st.arg_name not in GRID_ARGS:
                 allowed = ", ".join(f"grid.{name}" for name in GRID_ARGS)
                 raise GridError(f"{where}: unknown binding grid.{st.arg_name} (allowed: {allowed})")
+            if st.arg_name == "share_pretraining" and not isinstance(st.value, bool):
+                raise GridError(f"{where}: grid.share_pretraining must be True or False; got {st.value!r}")
             setattr(recipe, st.arg_name, st.value)
         else:
             recipe.report[st.arg_name] = st.value

@@ -123,6 +123,7 @@ def provenance(runs: list[Run]) -> list[str]:
     lines.append(f"- **Code:** git {code or MISSING}.")
     lines += uncommitted_code(runs)
     lines += copied_runs(runs)
+    lines += shared_pretraining(runs)
     lines += precisions(runs)
     versions: dict[str, set] = {}
     for run in runs:
@@ -187,6 +188,24 @@ def copied_runs(runs: list[Run]) -> list[str]:
         kind = "run records" if len(parts) >= 3 and parts[-1] == workdir.RECORDS_DIR else "run dirs"
         lines.append(f"  - from the {kind} in `{folder}/`: {', '.join(f'`{s}`' for s in slugs)}")
     return lines
+
+
+def shared_pretraining(runs: list[Run]) -> list[str]:
+    """Which points trained only their final stage, from another point's pretraining (`grid.share_pretraining`,
+    point.json `pretraining_from`): one line naming them and their sources; none when no point shared."""
+    shared = [r for r in runs if r.state != SKIPPED and isinstance(r.point.get(workdir.PRETRAINING_FROM), str)]
+    if not shared:
+        return []
+    pairs = ", ".join(
+        f"`{r.slug}` from `{r.point[workdir.PRETRAINING_FROM].replace(chr(92), '/').rpartition('/')[2]}`"
+        for r in sorted(shared, key=lambda r: r.slug)
+    )
+    n = len(shared)
+    return [
+        f"- **Shared pretraining** (`grid.share_pretraining`): {n} point{'' if n == 1 else 's'} trained only "
+        f"{'its' if n == 1 else 'their'} final stage, from the pretraining of another point with the same "
+        f"settings but the final stage's (the same encoder: their differences are the final stage's alone): {pairs}"
+    ]
 
 
 def _precision_group(run: Run) -> tuple[str, str]:

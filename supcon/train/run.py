@@ -1,7 +1,8 @@
 """The `Run` of one configured run: what `train_and_evaluate` (supcon.train.root) builds, trains and evaluates.
 
 Builds the strategy first, then data, model, optimizers and queue inside `strategy.scope()`; trains a planned
-stage with `strategy.run` steps (several per `tf.function` call), checkpointing through a CheckpointManager;
+stage with `strategy.run` steps (several per `tf.function` call), checkpointing through a CheckpointManager
+and keeping the state at the end of each stage but the last (`stage_ckpt/<stage>-<step>`, see supcon.workdir);
 restores the latest checkpoint (or a warm start); evaluates the current weights on the eval split (top-1/5, loss,
 ECE), with a k-NN probe and, when asked, on the corrupted test sets (`supcon.robust.evaluation`). Every setting
 comes from the run's `supcon.train.config.RunConfig`; the run directory's records are written by
@@ -267,6 +268,8 @@ class Run:
                 window = {"loss": [], "time": time.time(), "steps": 0}
             if step % save_every == 0 or step == p.end:
                 self.manager.save(checkpoint_number=step)
+            if step == p.end and p.index < len(self.plan) - 1:  # kept: the next stages may start from it
+                self.checkpoint.write(os.path.join(self.dir, wd.STAGE_CKPT_DIR, f"{p.stage.name}-{step}"))
 
     def restore(self) -> int:
         """Restores the latest checkpoint, if any; returns the step reached."""

@@ -175,7 +175,7 @@ ERRORS = [
     (B.replace("'a'", "'nowhere'"), "recipes/b.gin:4: grid.runs_of = 'nowhere': no recipe nowhere.gin in recipes or "),
     (B.replace("'a'", "'a.gin'"), "recipes/b.gin:4: grid.runs_of must be the stem of another recipe"),
     (B.replace("grid.runs_of", "grid.run_of"),
-     "recipes/b.gin:4: unknown binding grid.run_of (allowed: grid.axes, grid.points, grid.runs_of, grid.reuse_from)"),
+     "recipes/b.gin:4: unknown binding grid.run_of (allowed: grid.axes, grid.points, grid.runs_of, grid.reuse_from, grid.share_pretraining)"),
 ]
 
 
