@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from supcon import workdir
-from supcon.experiment import reuse
+from supcon.experiment import reuse, sharing
 from supcon.experiment.claim import Claim
 from supcon.experiment.plan import NEEDS_EVAL, UNUSABLE, Plan
 from supcon.experiment.shown import count, rel
@@ -41,6 +41,7 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
     than `claim_timeout` seconds not shown as held); writes nothing; returns 0."""
     print(describe_grid(plan))
     counts: dict[str, int] = {}
+    sharers: dict[str, str] = {}  # pretraining hash -> the slug of the first point here that will pretrain it
     for point in plan.points:
         run_dir = plan.run_dir(point)
         status = plan.status(point)
@@ -68,8 +69,26 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
         holder = Claim(run_dir, claim_timeout).holder()
         if holder and status != workdir.DONE:
             note += f"  [claimed by {holder}]"
+        if status == "new" and plan.trainer_recipe.share_pretraining:
+            note += _sharing_note(plan, point, sharers)
         if status == reuse.COPY_RECORD:  # nothing goes to the run dir: the record is copied beside the report
             run_dir, note = plan.record_dir(point), f"{note}  <- {rel(plan.record_copies[point.id])}"
         print(f"  {status:<8} {point.id}  {rel(run_dir)}{note}")
     print("status: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
+
+
+def _sharing_note(plan: Plan, point, sharers: dict[str, str]) -> str:
+    """grid.share_pretraining: where a new point's pretraining will come from (supcon.experiment.sharing), else ''.
+    An earlier point of the list with the same pretraining settings is its source if that one has finished its
+    pretraining when the point starts (so with --jobs 1)."""
+    key = sharing.pretraining_hash(plan.settings[point.id])
+    if key is None:
+        return ""
+    found = sharing.find_source(plan.runs_root, key, plan.trainer_params, plan.run_dir(point))
+    if found is not None:
+        return f"  <- pretraining of {rel(found[0])}"
+    if key in sharers:
+        return f"  <- pretraining of {sharers[key]} (once it has trained it)"
+    sharers[key] = point.slug
+    return ""

@@ -195,6 +195,9 @@ def test_the_runner_trains_the_second_point_from_the_first_ones_pretraining(tmp_
     (tmp_path / "shared.gin").write_text(RECIPE.format(tiny=TINY))
     cmd = [sys.executable, os.path.join(ROOT, "runner.py"), str(tmp_path / "shared.gin"), "--jobs", "1",
            "--runs_dir", str(tmp_path / "runs"), "--report_dir", str(tmp_path / "reports"), "--progress", "off"]
+    dry = subprocess.run(cmd + ["--dry_run"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "linear_epochs-2  <- pretraining of linear_epochs-1 (once it has trained it)" in dry.stdout, dry.stdout
     proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     first, second = (tmp_path / "runs" / "shared" / f"linear_epochs-{n}" for n in (1, 2))
