@@ -83,7 +83,7 @@ def _sharing_note(plan: Plan, point, sharers: dict[str, str]) -> str:
     An earlier point of the list with the same pretraining settings is its source if that one has finished its
     pretraining when the point starts (so with --jobs 1)."""
     key = sharing.pretraining_hash(plan.settings[point.id])
-    if key is None:
+    if key is None or os.environ.get("TF_CONFIG"):  # multi-host: nothing is shared (supcon.experiment.launch)
         return ""
     found = sharing.find_source(plan.runs_root, key, plan.trainer_params, plan.run_dir(point))
     if found is not None:

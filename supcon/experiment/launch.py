@@ -249,7 +249,8 @@ class Launcher:
             shared = previous.get(sharing.SHARED_FROM) if isinstance(previous, dict) else None
             return shared if isinstance(shared, str) else None
         key = record.get(sharing.SHARED_HASH)
-        if key is None or not sharing.can_seed(run_dir):
+        # Multi-host (TF_CONFIG): every worker restores its own checkpoint folder, and only this one would be seeded.
+        if key is None or os.environ.get("TF_CONFIG") or not sharing.can_seed(run_dir):
             return None
         found = sharing.find_source(self.plan.runs_root, key, record["gin_params"], run_dir)
         if found is None:
