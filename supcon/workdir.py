@@ -25,7 +25,8 @@ Layout of one run directory::
                           runs/<recipe>`
     ckpt/                 checkpoints (tf.train.CheckpointManager)
     stage_ckpt/           <stage>-<step>.*: the whole training state at the end of each stage but the last, kept
-                          (the pretrained encoder of a SupCon / SimCLR run); grid.share_pretraining starts other
+                          (the pretrained encoder of a SupCon / SimCLR run), and <stage>-<step>.json {"stage", "step",
+                          "train_seconds" by then}; grid.share_pretraining starts other
                           points' final stage from it (supcon.experiment.sharing), and train_and_evaluate.init_checkpoint
                           may name it
     export/               SavedModel: images -> embeddings, logits
@@ -184,6 +185,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 GIN_FILES = "gin_files"  # point.json: the trainer's gin files (absolute in a run dir, portable in a record)
 PRETRAINING_FROM = "pretraining_from"  # point.json: the run dir whose pretraining the point started from
+PRETRAINING_SECONDS = "pretraining_seconds"  # point.json: that pretraining's train_seconds (in the point's own)
 PATH_FIELDS = ("recipe", "copied_from", PRETRAINING_FROM)  # point.json's other paths
 
 

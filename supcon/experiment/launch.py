@@ -221,9 +221,11 @@ class Launcher:
         )
         if not self.secondary and not scoring:  # a scored point keeps the point.json it was trained with
             record = point_record(self.plan, point, gin_files)
-            shared = self._shared_pretraining(point, run_dir, status, record)
+            shared, seconds = self._shared_pretraining(run_dir, status, record)
             if shared is not None:
                 record[sharing.SHARED_FROM] = shared
+                if seconds is not None:
+                    record[sharing.SHARED_SECONDS] = seconds
                 if status == reuse.NEW:
                     how = f"new; its pretraining from {shared}"
             workdir.write_json_atomic(os.path.join(run_dir, workdir.POINT), record)
@@ -239,29 +241,30 @@ class Launcher:
             return Outcome(point, "interrupted", "not started")
         return self._outcome(n, point, run_dir, code, start, scoring)
 
-    def _shared_pretraining(self, point: grid.Point, run_dir: str, status: str, record: dict) -> str | None:
-        """The run dir whose pretraining the point starts from (grid.share_pretraining, supcon.experiment.sharing):
-        for a new point, another run dir of the runs folder with the same pretraining settings and a stage
-        checkpoint, copied into the point's run dir here; for a started point, the one its point.json names. As
-        point.json records it (`command_path`)."""
+    def _shared_pretraining(self, run_dir: str, status: str, record: dict) -> tuple[str | None, float | None]:
+        """(the run dir whose pretraining the point starts from, as point.json records it (`command_path`), that
+        pretraining's train_seconds or None) with grid.share_pretraining (supcon.experiment.sharing): for a new
+        point, another run dir of the runs folder with the same pretraining settings and a stage checkpoint, copied
+        into the point's run dir here; for a started point, what its point.json says. (None, None): none."""
         if status != reuse.NEW:
             previous = workdir.read_json(os.path.join(run_dir, workdir.POINT), {})
-            shared = previous.get(sharing.SHARED_FROM) if isinstance(previous, dict) else None
-            return shared if isinstance(shared, str) else None
+            previous = previous if isinstance(previous, dict) else {}
+            shared, seconds = previous.get(sharing.SHARED_FROM), previous.get(sharing.SHARED_SECONDS)
+            return (shared, seconds) if isinstance(shared, str) else (None, None)
         key = record.get(sharing.SHARED_HASH)
         # Multi-host (TF_CONFIG): every worker restores its own checkpoint folder, and only this one would be seeded.
         if key is None or os.environ.get("TF_CONFIG") or not sharing.can_seed(run_dir):
-            return None
+            return None, None
         found = sharing.find_source(self.plan.runs_root, key, record["gin_params"], run_dir)
         if found is None:
-            return None
+            return None, None
         source, prefix, step = found
         try:
-            sharing.seed_run_dir(source, prefix, step, run_dir)
+            seconds = sharing.seed_run_dir(source, prefix, step, run_dir)
         except OSError as e:  # the point trains its own pretraining instead
             self.display.message(f"could not copy the pretraining of {rel(source)} into {rel(run_dir)}: {e}")
-            return None
-        return command_path(source)
+            return None, None
+        return command_path(source), seconds
 
     def _run_process(self, run_dir: str, gin_files: list[str], gin_params: list[str], log: str, claim: Claim,
                      start: float) -> int | None:

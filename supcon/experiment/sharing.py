@@ -13,7 +13,8 @@ only they read (e.g. LINEAR_EPOCHS), found by reading the gin texts. A macro tha
 (IMAGE_SIZE) stays, so points that differ in it never share. Points share only when the final stage is scoped, no
 other setting refers to its scope, and their --gin_params are the same; point.json records the hash of the
 pretraining settings (`pretraining_settings_hash`) and, for a point that started from another's stage checkpoint,
-where it came from (`pretraining_from`).
+where it came from (`pretraining_from`) and that pretraining's train_seconds (`pretraining_seconds`, from the
+stage checkpoint's `.json`).
 
 Seeding a point (`seed_run_dir`) copies the stage checkpoint into the point's `ckpt/` (with the checkpoint state
 file naming it) and `stage_ckpt/`, and the source's metrics.jsonl records up to that step into the point's, so
@@ -21,8 +22,8 @@ its training curves and the reporter's convergence checks see the pretraining it
 temporary folder inside the run dir and renamed into place: the point has the whole checkpoint or none.
 
 A shared pretraining pairs the points of one seed on one encoder: their differences measure the final stage
-alone (the design of a linear-stage ablation), and their train_seconds (restored with the state) count the shared
-pretraining in each of them.
+alone (the design of a linear-stage ablation). Their train_seconds (restored with the state) count the shared
+pretraining in each of them; the report's total counts it once (`pretraining_seconds`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from supcon import workdir
 
 SHARED_HASH = "pretraining_settings_hash"  # point.json: the hash of the point's pretraining settings
 SHARED_FROM = workdir.PRETRAINING_FROM  # point.json: the run dir whose stage checkpoint the point started from
+SHARED_SECONDS = workdir.PRETRAINING_SECONDS  # point.json: the train_seconds of that pretraining
 STAGES_ARG = "train_and_evaluate.stages"
 _STAGE_REF = re.compile(r"@((?:[A-Za-z_][\w.]*/)*)stage\(\)")  # '@pretrain/stage()' -> 'pretrain/'
 _MACRO_REF = re.compile(r"%([A-Za-z_][\w.]*)")
@@ -161,15 +163,20 @@ def _metrics_until(path: str, step: int) -> str:
     return "".join(kept)
 
 
-def seed_run_dir(source: str, prefix: str, step: int, run_dir: str) -> None:
+def seed_run_dir(source: str, prefix: str, step: int, run_dir: str) -> float | None:
     """Gives `run_dir` (which `can_seed`) the stage checkpoint `prefix` of `source` as its latest checkpoint, the
     stage checkpoint itself and the source's metrics records up to `step` (see the module docstring).
+
+    Returns:
+      The train_seconds of the source at the stage checkpoint (its `<prefix>.json`), None where not recorded.
 
     Raises:
       OSError: a copy failed; nothing of it is left in `run_dir`.
     """
     base = os.path.basename(prefix)
     files = [n for n in os.listdir(os.path.dirname(prefix)) if n == base + ".index" or n.startswith(base + ".data-")]
+    info = workdir.read_json(prefix + ".json")
+    seconds = info.get("train_seconds") if isinstance(info, dict) else None
     tmp = tempfile.mkdtemp(prefix=".seed-", dir=run_dir)
     try:
         ckpt, stage = os.path.join(tmp, workdir.CKPT_DIR), os.path.join(tmp, workdir.STAGE_CKPT_DIR)
@@ -179,6 +186,8 @@ def seed_run_dir(source: str, prefix: str, step: int, run_dir: str) -> None:
             src = os.path.join(os.path.dirname(prefix), name)
             shutil.copy2(src, os.path.join(stage, name))
             shutil.copy2(src, os.path.join(ckpt, f"ckpt-{step}" + name[len(base):]))
+        if isinstance(info, dict):
+            workdir.write_json_atomic(os.path.join(stage, base + ".json"), info)
         with open(os.path.join(ckpt, "checkpoint"), "w") as f:  # tf.train.CheckpointManager's state file
             f.write(f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n')
         metrics = _metrics_until(os.path.join(source, workdir.METRICS), step)
@@ -196,4 +205,5 @@ def seed_run_dir(source: str, prefix: str, step: int, run_dir: str) -> None:
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None
 

@@ -98,6 +98,7 @@ def provenance(runs: list[Run]) -> list[str]:
     planned = len(runs) - sum(r.state == SKIPPED and not r.values for r in runs)  # foreign dirs: not planned
     missing = planned - count[workdir.DONE] - count[workdir.FAILED]
     seconds = [r.metric("train_seconds") or 0.0 for r in runs if r.state == workdir.DONE]
+    shared = [_number(r.point.get(workdir.PRETRAINING_SECONDS)) for r in runs if r.state == workdir.DONE]
     skipped = (
         f" {count[SKIPPED]} run director{'y' if count[SKIPPED] == 1 else 'ies'} skipped (unreadable, or "
         "another recipe's or version's; listed below)."
@@ -108,9 +109,11 @@ def provenance(runs: list[Run]) -> list[str]:
         f"{count[workdir.FAILED]} failed, {missing} missing or unfinished.{skipped}"
     ]
     if seconds:
+        once = sum(shared)  # a shared pretraining is in each sharer's train_seconds: counted once, in its source
+        note = f", each shared pretraining counted once ({format_seconds(once)} less)" if once else ""
         lines.append(
-            f"- **Train wall time:** {format_seconds(sum(seconds))} in total over the finished "
-            f"points (longest {format_seconds(max(seconds))})."
+            f"- **Train wall time:** {format_seconds(sum(seconds) - once)} in total over the finished "
+            f"points{note} (longest {format_seconds(max(seconds))})."
         )
     shas: dict[str, int] = {}
     for run in runs:
@@ -188,6 +191,11 @@ def copied_runs(runs: list[Run]) -> list[str]:
         kind = "run records" if len(parts) >= 3 and parts[-1] == workdir.RECORDS_DIR else "run dirs"
         lines.append(f"  - from the {kind} in `{folder}/`: {', '.join(f'`{s}`' for s in slugs)}")
     return lines
+
+
+def _number(value: object) -> float:
+    """A point.json number, 0.0 when absent or not a number."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def shared_pretraining(runs: list[Run]) -> list[str]:

@@ -269,7 +269,10 @@ class Run:
             if step % save_every == 0 or step == p.end:
                 self.manager.save(checkpoint_number=step)
             if step == p.end and p.index < len(self.plan) - 1:  # kept: the next stages may start from it
-                self.checkpoint.write(os.path.join(self.dir, wd.STAGE_CKPT_DIR, f"{p.stage.name}-{step}"))
+                prefix = os.path.join(self.dir, wd.STAGE_CKPT_DIR, f"{p.stage.name}-{step}")
+                self.checkpoint.write(prefix)
+                wd.write_json_atomic(prefix + ".json", {"stage": p.stage.name, "step": step,
+                                                        "train_seconds": float(self.train_seconds.numpy())})
 
     def restore(self) -> int:
         """Restores the latest checkpoint, if any; returns the step reached."""

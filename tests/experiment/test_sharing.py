@@ -92,6 +92,7 @@ def make_source(folder, key="abcd1234", params=(), step=24, complete=True):
     (stage / f"pretrain-{step}.index").write_bytes(b"index")
     if complete:
         (stage / f"pretrain-{step}.data-00000-of-00001").write_bytes(b"data")
+        wd.write_json_atomic(stage / f"pretrain-{step}.json", {"stage": "pretrain", "step": step, "train_seconds": 12.5})
     with open(folder / wd.METRICS, "w") as f:
         for s in (8, 16, 24, 28, 32):
             f.write(json.dumps({"kind": "train", "stage": "pretrain" if s <= 24 else "linear", "step": s}) + "\n")
@@ -117,12 +118,14 @@ def test_seeding_copies_the_checkpoint_as_the_latest_and_the_metrics_up_to_it(tm
     run_dir.mkdir()
     (run_dir / wd.CKPT_DIR).mkdir()  # empty: nothing of its own
     assert sharing.can_seed(str(run_dir))
-    sharing.seed_run_dir(str(source), str(source / wd.STAGE_CKPT_DIR / "pretrain-24"), 24, str(run_dir))
+    seconds = sharing.seed_run_dir(str(source), str(source / wd.STAGE_CKPT_DIR / "pretrain-24"), 24, str(run_dir))
     ckpt = sorted(os.listdir(run_dir / wd.CKPT_DIR))
     assert ckpt == ["checkpoint", "ckpt-24.data-00000-of-00001", "ckpt-24.index"]
     assert (run_dir / wd.CKPT_DIR / "ckpt-24.index").read_bytes() == b"index"
     assert 'model_checkpoint_path: "ckpt-24"' in (run_dir / wd.CKPT_DIR / "checkpoint").read_text()
-    assert sorted(os.listdir(run_dir / wd.STAGE_CKPT_DIR)) == ["pretrain-24.data-00000-of-00001", "pretrain-24.index"]
+    assert sorted(os.listdir(run_dir / wd.STAGE_CKPT_DIR)) == [
+        "pretrain-24.data-00000-of-00001", "pretrain-24.index", "pretrain-24.json"]
+    assert seconds == 12.5
     assert [r["step"] for r in wd.read_jsonl(str(run_dir / wd.METRICS))] == [8, 16, 24]
     assert not [n for n in os.listdir(run_dir) if n.startswith(".")]  # no temporary folder left
     assert wd.point_status(str(run_dir)) == "partial" and not sharing.can_seed(str(run_dir))
@@ -166,7 +169,11 @@ def test_a_run_seeded_from_a_stage_checkpoint_trains_the_final_stage_only_and_en
     assert found is not None and found[1] == 24, os.listdir(tiny_run)  # 3 epochs of 8 steps, then the linear stage
     run_dir = tmp_path / "seeded"
     run_dir.mkdir()
-    sharing.seed_run_dir(str(tiny_run), found[0], found[1], str(run_dir))
+    stage = wd.read_json(found[0] + ".json")
+    assert stage["stage"] == "pretrain" and stage["step"] == 24
+    assert 0 < stage["train_seconds"] < wd.read_json(str(tiny_run / wd.RESULT))["train_seconds"]
+    seconds = sharing.seed_run_dir(str(tiny_run), found[0], found[1], str(run_dir))
+    assert seconds == stage["train_seconds"]
     cmd = [sys.executable, "-m", "supcon.main", "--workdir", str(run_dir), "--gin_file", TINY]
     for p in UNREAD:
         cmd += ["--gin_param", p]
@@ -204,6 +211,7 @@ def test_the_runner_trains_the_second_point_from_the_first_ones_pretraining(tmp_
     assert "(new; its pretraining from " in proc.stdout and "linear_epochs-1) -> " in proc.stdout, proc.stdout
     point = wd.read_json(str(second / wd.POINT))
     assert point[sharing.SHARED_FROM].endswith("linear_epochs-1")
+    assert point[sharing.SHARED_SECONDS] == wd.read_json(str(first / wd.STAGE_CKPT_DIR / "pretrain-24.json"))["train_seconds"]
     assert point[sharing.SHARED_HASH] == wd.read_json(str(first / wd.POINT))[sharing.SHARED_HASH]
     log = (second / wd.LOG).read_text()
     assert "stage linear: steps 24..40 of 40" in log and "stage pretrain" not in log
@@ -211,5 +219,6 @@ def test_the_runner_trains_the_second_point_from_the_first_ones_pretraining(tmp_
     report = (tmp_path / "reports" / "shared" / "README.md").read_text()
     assert "**Shared pretraining** (`grid.share_pretraining`): 1 point trained only its final stage" in report
     assert "`linear_epochs-2` from `linear_epochs-1`" in report
+    assert ", each shared pretraining counted once (" in report
     again = subprocess.run(cmd + ["--noreport"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout[-2000:]

@@ -124,3 +124,18 @@ def test_no_precision_line_when_every_run_agrees(tmp_path):
     make_run(runs_dir, 2, mixed_precision=True)  # same precision, flags not recorded: no line
     make_run(runs_dir, 3)  # no mixed_precision in env.json: not counted
     assert report_header.precisions(report_data.load_runs(runs_dir)) == []
+
+
+def test_the_wall_time_counts_a_shared_pretraining_once_and_names_who_shared(tmp_path):
+    """grid.share_pretraining: a point that trained only its final stage restored its source's train_seconds too;
+    point.json's pretraining_seconds says how much of its own is the source's."""
+    runs_dir = str(tmp_path / "runs" / "demo")
+    make_run(runs_dir, 0)
+    sharer = make_run(runs_dir, 1)
+    point = workdir.read_json(os.path.join(sharer, workdir.POINT))
+    point.update({workdir.PRETRAINING_FROM: "runs/demo/seed-0", workdir.PRETRAINING_SECONDS: 4.0})
+    workdir.write_json_atomic(os.path.join(sharer, workdir.POINT), point)
+    head = _header(open(report.write_report(runs_dir, str(tmp_path / "out"), plots=False)).read())
+    assert ("- **Train wall time:** 6 s in total over the finished points, each shared pretraining counted once "
+            "(4 s less) (longest 5 s).") in head  # 5 + 5 - 4
+    assert "`seed-1` from `seed-0`" in head and "1 point trained only its final stage" in head
