@@ -69,7 +69,7 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
         holder = Claim(run_dir, claim_timeout).holder()
         if holder and status != workdir.DONE:
             note += f"  [claimed by {holder}]"
-        if status == "new" and plan.trainer_recipe.share_pretraining:
+        if status == reuse.NEW and plan.trainer_recipe.share_pretraining:
             note += _sharing_note(plan, point, sharers)
         if status == reuse.COPY_RECORD:  # nothing goes to the run dir: the record is copied beside the report
             run_dir, note = plan.record_dir(point), f"{note}  <- {rel(plan.record_copies[point.id])}"

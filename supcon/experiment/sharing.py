@@ -28,7 +28,6 @@ pretraining in each of them; the report's total counts it once (`pretraining_sec
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -147,20 +146,10 @@ def can_seed(run_dir: str) -> bool:
 
 
 def _metrics_until(path: str, step: int) -> str:
-    """The metrics.jsonl lines of `path` whose step is at most `step` (unreadable lines are left out)."""
-    kept = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-    except OSError:
-        return ""
-    return "".join(kept)
+    """The metrics.jsonl records of `path` whose step is at most `step`, as lines (unreadable lines are left out)."""
+    return "".join(
+        workdir.dumps(r) + "\n" for r in workdir.read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step
+    )
 
 
 def seed_run_dir(source: str, prefix: str, step: int, run_dir: str) -> float | None:

@@ -204,10 +204,8 @@ def shared_pretraining(runs: list[Run]) -> list[str]:
     shared = [r for r in runs if r.state != SKIPPED and isinstance(r.point.get(workdir.PRETRAINING_FROM), str)]
     if not shared:
         return []
-    pairs = ", ".join(
-        f"`{r.slug}` from `{r.point[workdir.PRETRAINING_FROM].replace(chr(92), '/').rpartition('/')[2]}`"
-        for r in sorted(shared, key=lambda r: r.slug)
-    )
+    sources = {r.slug: r.point[workdir.PRETRAINING_FROM].replace("\\", "/").rpartition("/")[2] for r in shared}
+    pairs = ", ".join(f"`{slug}` from `{source}`" for slug, source in sorted(sources.items()))
     n = len(shared)
     return [
         f"- **Shared pretraining** (`grid.share_pretraining`): {n} point{'' if n == 1 else 's'} trained only "
