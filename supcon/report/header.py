@@ -52,7 +52,7 @@ def _scale_value(key: str, value: object) -> str:
 
 
 def scale_values(runs: list[Run]) -> dict[str, list[str]]:
-    """Each env.json scale field (plus strategy) -> its distinct values over the runs, sorted."""
+    """Each env.json scale field (plus strategy) -> its distinct values over the runs, numbers in numeric order."""
     out: dict[str, set] = {}
     for run in runs:
         scale = run.env.get("scale") or {}
@@ -63,7 +63,15 @@ def scale_values(runs: list[Run]) -> dict[str, list[str]]:
             out.setdefault("strategy", set()).add(
                 f"{run.env['strategy']} ({run.env.get('replicas', '?')} replicas)"
             )
-    return {k: sorted(v) for k, v in out.items()}
+    return {k: sorted(v, key=_label_order) for k, v in out.items()}
+
+
+def _label_order(label: str) -> tuple:
+    """Numbers in numeric order (batch 64 before 1024), then text in alphabetical order."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
 
 
 def scale_sentence(scale: dict[str, list[str]]) -> str:

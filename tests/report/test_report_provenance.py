@@ -139,3 +139,14 @@ def test_the_wall_time_counts_a_shared_pretraining_once_and_names_who_shared(tmp
     assert ("- **Train wall time:** 6 s in total over the finished points, each shared pretraining counted once "
             "(4 s less) (longest 5 s).") in head  # 5 + 5 - 4
     assert "`seed-1` from `seed-0`" in head and "1 point trained only its final stage" in head
+
+
+def test_the_scale_lists_numbers_in_numeric_order(tmp_path):
+    runs_dir = str(tmp_path / "runs" / "demo")
+    for seed, batch in enumerate((1024, 64, 256, 128)):
+        make_run(runs_dir, seed, scale={"dataset": "digits", "global_batch_size": batch, "hardware": "2 CPU cores"})
+    scale = report_header.scale_values(report_data.load_runs(runs_dir))
+    assert scale["global_batch_size"] == ["64", "128", "256", "1024"]
+    assert "at global batch 64 / 128 / 256 / 1024, on 2 CPU cores" in report_header.scale_sentence(scale)
+    make_run(runs_dir, 9, scale={"dataset": "mnist"})
+    assert report_header.scale_values(report_data.load_runs(runs_dir))["dataset"] == ["digits", "mnist"]
