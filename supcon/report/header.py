@@ -11,7 +11,7 @@ compute in the same precision (bfloat16 on some CPUs, float32 on others), how ma
 from __future__ import annotations
 
 from supcon import workdir
-from supcon.report.data import MISSING, SKIPPED, Run, value_label
+from supcon.report.data import MISSING, SKIPPED, Run, sort_key, value_label
 from supcon.report.tables import format_paper, markdown_table, paper_label
 
 DATASET_NAMES = {
@@ -52,26 +52,18 @@ def _scale_value(key: str, value: object) -> str:
 
 
 def scale_values(runs: list[Run]) -> dict[str, list[str]]:
-    """Each env.json scale field (plus strategy) -> its distinct values over the runs, numbers in numeric order."""
-    out: dict[str, set] = {}
+    """Each env.json scale field (plus strategy) -> its distinct values over the runs, in value order
+    (`data.sort_key`: numbers numerically, batch 64 before 1024)."""
+    out: dict[str, dict[str, object]] = {}  # key -> {label: a value with that label}
     for run in runs:
         scale = run.env.get("scale") or {}
         for key, _ in SCALE_FIELDS:
             if key in scale:
-                out.setdefault(key, set()).add(_scale_value(key, scale[key]))
+                out.setdefault(key, {})[_scale_value(key, scale[key])] = scale[key]
         if "strategy" in run.env:
-            out.setdefault("strategy", set()).add(
-                f"{run.env['strategy']} ({run.env.get('replicas', '?')} replicas)"
-            )
-    return {k: sorted(v, key=_label_order) for k, v in out.items()}
-
-
-def _label_order(label: str) -> tuple:
-    """Numbers in numeric order (batch 64 before 1024), then text in alphabetical order."""
-    try:
-        return (0, float(label), "")
-    except ValueError:
-        return (1, 0.0, label)
+            label = f"{run.env['strategy']} ({run.env.get('replicas', '?')} replicas)"
+            out.setdefault("strategy", {})[label] = label
+    return {k: sorted(v, key=lambda label: sort_key(v[label])) for k, v in out.items()}
 
 
 def scale_sentence(scale: dict[str, list[str]]) -> str:
