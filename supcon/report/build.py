@@ -343,8 +343,9 @@ def write_report(runs_dir: str, out_dir: str, plots: bool = True, command: str |
     """Builds the report in a staging folder, then moves it into `out_dir`; returns the README path.
 
     With `records`, the finished and failed runs are first recorded beside the report (`supcon.report.records`:
-    `out_dir/runs/<slug>/`; records of points not in `runs_dir` are kept: they may have finished elsewhere), and
-    the report reads those records together with the run dirs still in progress (`supcon.report.data.run_paths`).
+    `out_dir/runs/<slug>/`; records of points not in `runs_dir` are kept: they may have finished elsewhere), records
+    in an older or larger form (copied from another report, say) are compacted, and the report reads those records
+    together with the run dirs still in progress (`supcon.report.data.run_paths`).
 
     Each file lands by an atomic rename, the README last; PNGs from an earlier report that this one no
     longer draws are removed. Beside the README, `claims.json` records the verdicts of the Claims section
@@ -360,6 +361,7 @@ def write_report(runs_dir: str, out_dir: str, plots: bool = True, command: str |
     load_checked(runs_dir, recipe, kept)  # fail before creating anything
     if records:  # finished and failed runs are recorded beside the report, and read from there
         report_records.sync(read_runs(runs_dir, recipe)[0] if run_paths(runs_dir) else [], out_dir)
+        report_records.compact(out_dir)
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)
     stage = tempfile.mkdtemp(prefix=".report-", dir=parent)

@@ -5,7 +5,8 @@ calibration.json as the run wrote them, its config.gin gzipped (config.gin.gz: a
 metrics.jsonl with the training lines thinned to CURVE_POINTS per stage (every evaluation line kept), and its
 test-set embeddings as the 2-D PCA of at most `plots.MAX_POINTS` of them (what the embeddings plot draws). No
 checkpoint, export or event file. The reporter builds a report from these records alone, so a committed report can
-be rebuilt, audited and continued on another machine (docs/reports.md).
+be rebuilt, audited and continued on another machine (docs/reports.md). A record in a larger form (an older
+version's, or one copied from a smaller report) is rewritten in this one when its report is built (`compact`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,20 @@ def _embeddings_2d(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
             emb, lab = np.asarray(data["embeddings"], np.float64), np.asarray(data["labels"])
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    if lab.shape != emb.shape[:1]:
+    if lab.shape != emb.shape[:1] or emb.ndim != 2:
         return None
+    if emb.shape[1] == 2 and len(emb) <= report_plots.MAX_POINTS:  # a record's: already the plot's projection
+        return emb.astype(np.float16), _small_labels(lab)
     if len(emb) > report_plots.MAX_POINTS:
         keep = np.sort(np.random.default_rng(0).choice(len(emb), report_plots.MAX_POINTS, replace=False))
         emb, lab = emb[keep], lab[keep]
     # float16 positions (3 significant digits: far finer than a plotted marker) and the smallest label type
-    labels = lab.astype(np.uint8) if lab.size and lab.min() >= 0 and lab.max() < 256 else lab.astype(np.int32)
-    return report_plots.pca_2d(emb).astype(np.float16), labels
+    return report_plots.pca_2d(emb).astype(np.float16), _small_labels(lab)
+
+
+def _small_labels(labels: np.ndarray) -> np.ndarray:
+    small = labels.size and labels.min() >= 0 and labels.max() < 256
+    return labels.astype(np.uint8) if small else labels.astype(np.int32)
 
 
 def write_record(run_dir: str, record: str, points: int = CURVE_POINTS) -> None:
@@ -148,6 +155,47 @@ def sync(runs: list, report_dir: str) -> list[str]:
             continue
         write_record(run.path, record, points)
         written.append(run.slug)
+    return written
+
+
+def _loose(record: str, points: int) -> bool:
+    """Whether a record holds more than its compact form (an older record, or one copied from a smaller report):
+    config.gin not gzipped, embeddings not float16 2-D, or more than `points` training lines in a stage."""
+    if os.path.isfile(os.path.join(record, workdir.CONFIG)):
+        return True
+    try:
+        with np.load(os.path.join(record, workdir.EMBEDDINGS)) as found:
+            emb, lab = found["embeddings"], found["labels"]
+            if emb.dtype != np.float16 or emb.ndim != 2 or emb.shape[1] != 2 or lab.dtype != _small_labels(lab).dtype:
+                return True
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass  # no embeddings, or unreadable ones: the report names them; nothing to compact
+    lines, bad = workdir.read_jsonl_checked(os.path.join(record, workdir.METRICS))
+    if bad:
+        return False
+    per_stage: dict[str, int] = {}
+    for line in lines:
+        if line.get("kind") == "train":
+            per_stage[str(line.get("stage"))] = per_stage.get(str(line.get("stage")), 0) + 1
+    return any(count > points for count in per_stage.values())
+
+
+def compact(report_dir: str) -> list[str]:
+    """Rewrites in the compact form (`write_record`, in place, by renames) every finished or failed record
+    beside the report in `report_dir` that holds more (`_loose`), with `curve_points` of the number of records;
+    returns the slugs rewritten. Records copied from another report (grid.reuse_from) or written by an older
+    version keep only what a record written now would: their results, settings and evaluation lines unchanged."""
+    folder = records_dir(report_dir)
+    if not os.path.isdir(folder):
+        return []
+    slugs = sorted(name for name in os.listdir(folder)
+                   if not name.startswith(".") and os.path.isfile(os.path.join(folder, name, workdir.POINT)))
+    points, written = curve_points(len(slugs)), []
+    for slug in slugs:
+        record = os.path.join(folder, slug)
+        if workdir.point_status(record) in RECORDED_STATES and _loose(record, points):
+            write_record(record, record, points)
+            written.append(slug)
     return written
 
 
