@@ -35,15 +35,18 @@ CASES = {
 }
 
 
-def measure(case: dict, seconds: float, views: int = 2) -> dict:
-    """Batches/s of a 2-view SimCLR train_dataset over a synthetic source, after one warm-up batch."""
+def measure(case: dict, seconds: float, views: int = 2, batched_augmentation: bool = True) -> dict:
+    """Batches/s of a `views`-view train_dataset with the case's augmenter over a synthetic source (the case's
+    `channels`, default 3), after one warm-up batch; `batched_augmentation` as train_dataset's."""
     rng = np.random.default_rng(0)
     size = case["source_size"]
-    images = rng.integers(0, 256, size=(case["num_images"], size, size, 3), dtype=np.uint8)
+    shape = (case["num_images"], size, size, case.get("channels", 3))
+    images = rng.integers(0, 256, size=shape, dtype=np.uint8)
     labels = rng.integers(0, 10, size=case["num_images"])
     source = data.ArraySource("synthetic", {"train": (images, labels)}, num_classes=10)
     dataset = data.train_dataset(source, global_batch_size=case["batch"], num_views=views,
-                                 augmenter=case["augmenter"], normalize=augment.normalize, seed=0)
+                                 augmenter=case["augmenter"], normalize=augment.normalize, seed=0,
+                                 batched_augmentation=batched_augmentation)
     iterator = iter(dataset)
     tic = time.time()
     next(iterator)

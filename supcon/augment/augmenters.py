@@ -2,11 +2,11 @@
 
 An augmenter maps one image to one view: `augmenter(image01 [H, W, C] float32 in [0, 1], seed [2] int) ->
 image01 [h, w, C]`. It is a pure function of (image, seed, options): the data pipeline gives every view of every
-example its own stateless seed, so a run's views are reproducible and resumable. crop_flip, simclr_augment and
-identity_augment also take a batch, `(images01 [N, H, W, C], keys [N] uint64) -> [N, h, w, C]`, with the same
-options and semantics and per-example counter-based randomness (batched.py); `supports_batches(augmenter)` says
-whether an augmenter, gin-configured or not, does. Recipes pick one by reference and set its options, e.g.
-`augmenter = @simclr_augment` and `simclr_augment.strength = 0.5`.
+example its own stateless seed, so a run's views are reproducible and resumable. crop_flip, simclr_augment,
+randaugment and identity_augment also take a batch, `(images01 [N, H, W, C], keys [N] uint64) -> [N, h, w, C]`,
+with the same options and semantics and per-example counter-based randomness (batched.py, batched_policies.py);
+`supports_batches(augmenter)` says whether an augmenter, gin-configured or not, does. Recipes pick one by
+reference and set its options, e.g. `augmenter = @simclr_augment` and `simclr_augment.strength = 0.5`.
 
 Official options (seed.md §1.3, §1.6) and their counterparts here:
   augmentation_type SIMCLR / AUTOAUGMENT / RANDAUGMENT / STACKED_RANDAUGMENT / IDENTITY
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import gin
 import tensorflow as tf
 
-from supcon.augment import batched, ops, policies
+from supcon.augment import batched, batched_policies, ops, policies
 
 EVAL_METHODS = ("identity", "resize_then_crop", "crop_then_resize")
 
@@ -161,14 +161,15 @@ def _check_randaugment(num_layers, magnitude):
         raise ValueError(f"magnitude must be in [0, {policies.MAX_LEVEL:g}] (tf-models scale); got {magnitude!r}")
 
 
-@_register
+@_register_batched
 def randaugment(image, seed, image_size=None, num_layers=2, magnitude=10, crop_area_range=(0.08, 1.0),
                 aspect_ratio_range=(3 / 4, 4 / 3), flip=True, cutout_const=40, translate_const=100,
                 antialias=False):
     """Crop and flip, then tf-models RandAugment (N ops, magnitude M on the 0-10 scale).
 
     Args:
-      image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias: see `crop_flip`.
+      image, seed, image_size, crop_area_range, aspect_ratio_range, flip, antialias: see `crop_flip`; a batch
+        [N, H, W, C] with keys [N] takes the batched path (batched_policies.randaugment).
       num_layers: N, operations applied in sequence (each one of 16 operations or identity).
       magnitude: M in [0, 10] (official `augmentation_magnitude` for RANDAUGMENT).
       cutout_const, translate_const: Cutout half-side and translation in pixels at level 10 (tf-models
@@ -178,6 +179,9 @@ def randaugment(image, seed, image_size=None, num_layers=2, magnitude=10, crop_a
       [h, w, C] float32 in [0, 1].
     """
     _check_randaugment(num_layers, magnitude)
+    if _is_batch(image):
+        return batched_policies.randaugment(image, seed, image_size, num_layers, magnitude, crop_area_range,
+                                            aspect_ratio_range, flip, cutout_const, translate_const, antialias)
     seeds = ops.split_seed(seed, 2)
     image = _crop_flip(image, seeds[0], image_size, crop_area_range, aspect_ratio_range, flip, antialias)
     return policies.rand_augment(image, seeds[1], num_layers, float(magnitude), cutout_const, translate_const)

@@ -3,7 +3,8 @@
 The per-image augmenters (augmenters.py) run ~30 tiny ops per view; at 14x14 that per-op dispatch, not
 arithmetic, is the cost (512 views x 30 ops per batch). These functions compute the same operations for a whole
 batch at once, each example with its own randomness from per-example uint64 keys (keys.py), so a view depends on
-its key only, never on the batch it lands in.
+its key only, never on the batch it lands in. randaugment's batched form (this crop and flip, then RandAugment)
+is in batched_policies.py.
 
 Semantics equal the per-image ops with the same options; only the random numbers differ (counter-based hashes
 instead of tf.random's Philox streams), with the same distributions:

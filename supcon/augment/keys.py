@@ -20,6 +20,8 @@ import tensorflow as tf
 
 # Purposes: one independent block of draws per random decision of a view.
 CROP_ASPECT, CROP_INTEGERS, FLIP, JITTER, JITTER_ORDER, JITTER_FACTORS, GRAYSCALE, BLUR, BLUR_SIGMA = range(9)
+# RandAugment (batched_policies.py): appended, so the purposes above keep their indices and their draws.
+RANDAUGMENT_OP, RANDAUGMENT_SIGN, RANDAUGMENT_CUTOUT = range(9, 12)
 
 GAMMA = 0x9E3779B97F4A7C15  # splitmix64 increment (2^64 / golden ratio, odd)
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64 finaliser multipliers

@@ -6,10 +6,11 @@ Training stream of one input pipeline (one per worker under `distribute_datasets
      (seed, pipeline, e) -> V views, view v augmented with a stateless seed from (seed, pipeline, n, v)
   -> normalize -> batch(b, drop_remainder).
 With `batched_augmentation` (the default) and an augmenter that takes batches (`augment.supports_batches`:
-crop_flip, simclr_augment, identity_augment), the examples are batched first (the in-memory permutation picks
-b at a time) and all views of the batch are augmented in one call, example n's view v from the key (seed,
-pipeline, n, v) of `augment.example_keys`: a few ops per batch instead of ~30 per view. Views then still depend on (seed, pipeline, n, v) only, not on the batch
-an example lands in, but they are other draws than the per-element path's (another random generator).
+crop_flip, simclr_augment, randaugment, identity_augment), the examples are batched first (the in-memory permutation
+picks b at a time) and all views of the batch are augmented in one call, example n's view v from the key (seed,
+pipeline, n, v) of `augment.example_keys`: a few ops per batch instead of ~30 per view. Views then still depend on
+(seed, pipeline, n, v) only, not on the batch an example lands in, but they are other draws than the per-element
+path's (another random generator).
 N is the shard size. When the decoded shard fits in memory (~1 GiB), it is loaded into one tensor per feature
 and P_e is `tf.random.experimental.index_shuffle`: an exact permutation with random access. Otherwise P_e is
 a seeded shuffle buffer over the (cached) shard. Either way the stream is a function of (seed, position) only,

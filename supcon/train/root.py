@@ -134,7 +134,8 @@ def train_and_evaluate(
       jit_compile: compile the training step with XLA (off: on CPU, oneDNN's convolutions are faster than
         XLA's at every size measured, benchmarks/small_scale.py).
       batched_augmentation: augment a whole batch per op where the augmenter has a batched form
-        (crop_flip, simclr_augment, identity_augment; supcon.augment.batched), else one image at a time.
+        (crop_flip, simclr_augment, randaugment, identity_augment; supcon.augment.batched and
+        batched_policies), else one image at a time.
       log_every_steps, checkpoint_every_steps, keep_checkpoints: logging and checkpointing cadence.
       knn_k: k of the cosine k-NN probe (0 disables); knn_train_examples: cap on its reference set.
       save_embeddings: how many test embeddings to keep for plots (0: none).

@@ -241,7 +241,7 @@ def test_simclr_is_crop_flip_then_colour():
 def test_gin_configured_augmenters_find_their_batched_path():
     assert augment.supports_batches(augment.simclr_augment) and augment.supports_batches(augment.crop_flip)
     assert augment.supports_batches(functools.partial(augment.identity_augment, image_size=4))
-    assert not augment.supports_batches(augment.randaugment) and not augment.supports_batches(lambda x, s: x)
+    assert not augment.supports_batches(augment.autoaugment) and not augment.supports_batches(lambda x, s: x)
 
     try:
         gin.parse_config("test_augment_batched_holder.fn = @pretrain/simclr_augment\n"
