@@ -68,16 +68,21 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per case")
-    parser.add_argument("--only", choices=sorted(CASES), help="run one case")
+def parse_cases(description: str, cases: dict, argv=None, seconds_help: str = "timed seconds per case"):
+    """(--seconds, [(name, case)] of `cases` that --only selects) from the command line; prints the machine's CPU
+    count and load first."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=10.0, help=seconds_help)
+    parser.add_argument("--only", choices=sorted(cases), help="run one case")
     args = parser.parse_args(argv)
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} (1-min average at start)")
-    for name, case in CASES.items():
-        if args.only and name != args.only:
-            continue
-        result = measure(case, args.seconds)
+    return args.seconds, [(name, case) for name, case in cases.items() if not args.only or name == args.only]
+
+
+def main(argv=None) -> None:
+    seconds, selected = parse_cases(__doc__.splitlines()[0], CASES, argv)
+    for name, case in selected:
+        result = measure(case, seconds)
         print(f"{name}x{name}: batch {case['batch']} x 2 views: {result['batches_per_s']:.2f} batches/s, "
               f"{result['views_per_s']:.0f} views/s, {result['cpu_ms_per_view']:.3f} CPU-ms/view "
               f"(first batch {result['warmup_s']:.1f} s)")

@@ -13,7 +13,6 @@ Usage: python benchmarks/randaugment.py [--seconds 10] [--only 14|32]
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -36,17 +35,12 @@ CASES = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per case and path")
-    parser.add_argument("--only", choices=sorted(CASES), help="run one case")
-    args = parser.parse_args(argv)
-    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} (1-min average at start)")
-    for name, case in CASES.items():
-        if args.only and name != args.only:
-            continue
+    seconds, selected = input_pipeline.parse_cases(__doc__.splitlines()[0], CASES, argv,
+                                                   "timed seconds per case and path")
+    for name, case in selected:
         results = {}
         for path, batched in (("per-image", False), ("batched", True)):
-            results[path] = result = input_pipeline.measure(case, args.seconds, batched_augmentation=batched)
+            results[path] = result = input_pipeline.measure(case, seconds, batched_augmentation=batched)
             print(f"{name}x{name}x{case['channels']} {path:9s}: batch {case['batch']} x 2 views: "
                   f"{result['views_per_s']:.0f} views/s, {result['cpu_ms_per_view']:.4f} CPU-ms/view "
                   f"(first batch {result['warmup_s']:.1f} s)")
