@@ -10,6 +10,7 @@ import json
 import os
 
 import numpy as np
+from test_report_provenance import make_run
 
 from supcon import workdir
 from supcon.report import build as report
@@ -19,16 +20,9 @@ CONFIG = b"# config of a run\nSEED = 0\n" * 40
 
 
 def make_record(folder, seed, train_lines=150, state="done"):
-    """A record in the older form: config.gin, float32 2-D embeddings with int32 labels, `train_lines` training
-    lines in each of two stages."""
-    slug = f"seed-{seed}"
-    path = os.path.join(folder, slug)
-    os.makedirs(path)
-    workdir.write_json_atomic(os.path.join(path, workdir.POINT), {
-        "recipe": "recipes/demo.gin", "recipe_stem": "demo", "id": f"id{seed}", "slug": slug,
-        "bindings": {"SEED": str(seed)}, "values": {"SEED": seed}, "report": {"rows": ["SEED"]}, "header": [],
-    })
-    workdir.write_json_atomic(os.path.join(path, workdir.ENV), {"git_sha": "0" * 40, "git_dirty": False})
+    """A record in the older form: a synthetic run of point SEED=seed (test_report_provenance.make_run) with its
+    config.gin, float32 2-D embeddings with int32 labels, and `train_lines` training lines in each of two stages."""
+    path = make_run(folder, seed, state=state)
     with open(os.path.join(path, workdir.CONFIG), "wb") as f:
         f.write(CONFIG)
     lines = [{"kind": "train", "stage": stage, "step": i, "loss": 1.0 / (i + 1)}
@@ -39,12 +33,6 @@ def make_record(folder, seed, train_lines=150, state="done"):
     rng = np.random.default_rng(seed)
     np.savez_compressed(os.path.join(path, workdir.EMBEDDINGS), embeddings=rng.normal(size=(50, 2)).astype(np.float32),
                         labels=rng.integers(0, 10, 50).astype(np.int32))
-    if state == "done":
-        workdir.write_json_atomic(os.path.join(path, workdir.RESULT), {
-            "eval/top1": 0.8 + seed / 100, "step": train_lines, "train_seconds": 5.0, "images_per_second": 100.0})
-        workdir.write_status(path, "done", step=train_lines)
-    else:
-        workdir.write_status(path, state, step=train_lines // 2)
     return path
 
 
