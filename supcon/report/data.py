@@ -70,7 +70,9 @@ class ReportRecipe:
       path: the recipe file.
       stem: its stem: the report's name.
       runs_stem: the stem its points carry in point.json (`grid.runs_of`'s, else `stem`).
-      points: point id -> the point's values, for every point of its grid.
+      points: point id -> the point's values, for every point of its grid, as the report shows them (with the
+        recipe's value of a macro other points set, `supcon.experiment.report_cli.shown_values`); a run of the
+        point is shown with them.
       report: its `report.*` settings (without the prefix).
       header: its leading comment lines.
       where: 'file:line' of each `report.*` binding, for error messages.
@@ -342,6 +344,9 @@ def read_runs(runs_dir: str, recipe: ReportRecipe | None = None,
         return runs + infer_absent([r for r in runs if r.state != SKIPPED or r.values]), [], {}
     outside = [r.slug for r in runs if r.point and r.point.get("id") not in recipe.points]
     runs = [r for r in runs if r.slug not in outside]
+    for run in runs:
+        if run.values and run.point.get("id") in recipe.points:
+            run.values = {**recipe.points[run.point["id"]], **run.values}
     otherwise = trained_otherwise(runs, recipe)
     left_out = {r.point.get("id"): r.slug for r in runs if r.slug in otherwise}
     runs = [r for r in runs if r.slug not in otherwise]
