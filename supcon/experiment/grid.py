@@ -152,7 +152,7 @@ def check_report(recipe: Recipe) -> None:
         supcon/paper_numbers.csv lacks, or a `report.claims` entry that is not in supcon/paper_claims.csv or
         whose rows match no point of the grid (see `supcon.report.claims`).
     """
-    points = [p.values for p in expand(recipe)]
+    points = list(shown_values(recipe, expand(recipe)).values())
     try:
         report_spec.check(recipe.report, points)
     except report_spec.SpecError as e:
@@ -458,6 +458,22 @@ def point_settings(recipe: Recipe, point: Point) -> dict[str, str]:
     file its trainer reads: with grid.runs_of, the other recipe (`load_runs_of`). The runner records them in
     point.json; the runner and the reporter compare a run dir's record with them."""
     return settings_text(training_settings(recipe, point.values))
+
+
+def shown_values(recipe: Recipe, points: Sequence[Point]) -> dict[str, dict]:
+    """{point id: its values as reports and claims see them}: with the recipe's value of each macro that other
+    points set and this one leaves at the recipe's binding, when the point trains with it (it is among its
+    `point_settings`) or the macro only labels points (no binding reads it, as `PRETRAIN_OPTIMIZER = 'lars'` beside
+    `PRETRAIN_OPTIMIZER_FN`); a macro the point does not read stays unset (a report shows '–'). `recipe`: the file
+    that trains the points (with grid.runs_of, the other recipe)."""
+    named = {k for p in points for k in p.values}
+    shown = {}
+    for point in points:
+        missing = [k for k in sorted(named - set(point.values)) if k in recipe.macros]
+        read = point_settings(recipe, point) if any(k in recipe.macro_uses for k in missing) else {}
+        kept = {k: recipe.macros[k] for k in missing if k in read or k not in recipe.macro_uses}
+        shown[point.id] = {**kept, **point.values}
+    return shown
 
 
 def parse_shard(text: str) -> tuple[int, int]:

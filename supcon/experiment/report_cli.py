@@ -35,19 +35,8 @@ def read_recipe(path: str, overlays: list[str], gin_params: list[str]) -> data.R
         raise ValueError(str(e)) from None
     where = {k: v for k, v in recipe.where.items() if k.startswith("report.")}
     settings = {p.id: grid.point_settings(other or recipe, p) for p in points}
-    return data.ReportRecipe(recipe.path, recipe.stem, recipe.runs_stem,
-                             {p.id: shown_values(other or recipe, points, p, settings[p.id]) for p in points},
+    return data.ReportRecipe(recipe.path, recipe.stem, recipe.runs_stem, grid.shown_values(other or recipe, points),
                              dict(recipe.report), list(recipe.header), where, settings)
-
-
-def shown_values(recipe: grid.Recipe, points: list, point, settings: dict) -> dict:
-    """A point's values as its report shows them: with the recipe's value of each macro that other points set and
-    this one leaves at the recipe's binding, when the point trains with it (it is in its `settings`) or the macro
-    only labels points (no binding reads it); a macro the point does not read stays unset (shown '–')."""
-    named = sorted({k for p in points for k in p.values} - set(point.values))
-    kept = {k: recipe.macros[k] for k in named
-            if k in recipe.macros and (k in settings or k not in recipe.macro_uses)}
-    return {**kept, **point.values}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,7 @@ class ReportRecipe:
       stem: its stem: the report's name.
       runs_stem: the stem its points carry in point.json (`grid.runs_of`'s, else `stem`).
       points: point id -> the point's values, for every point of its grid, as the report shows them (with the
-        recipe's value of a macro other points set, `supcon.experiment.report_cli.shown_values`); a run of the
+        recipe's value of a macro other points set, `supcon.experiment.grid.shown_values`); a run of the
         point is shown with them.
       report: its `report.*` settings (without the prefix).
       header: its leading comment lines.

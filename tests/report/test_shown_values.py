@@ -1,10 +1,12 @@
 """A point that leaves a macro at the recipe's binding is shown with the recipe's value, when it trains with it or
-the macro only labels points; a macro it does not read stays '–' (`report_cli.shown_values`)."""
+the macro only labels points; a macro it does not read stays '–' (`grid.shown_values`); claims see the same."""
 
 import os
 
+import pytest
+
 from supcon import workdir
-from supcon.experiment import report_cli
+from supcon.experiment import grid, report_cli
 from supcon.report import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,3 +46,21 @@ def test_a_run_of_the_point_is_shown_with_the_filled_values(tmp_path):
     assert found[0].values["PRETRAIN_OPTIMIZER"] == "lars" and found[0].state == "new"
     labels = {key for key, _ in data.group_runs(runs, ["PRETRAIN_OPTIMIZER", "PRETRAIN_LR"])}
     assert ("lars", "4") in labels and data.MISSING not in {part for key in labels for part in key}
+
+
+def test_a_claim_can_select_a_point_by_the_recipes_value_of_a_label_macro(tmp_path):
+    # The LARS point leaves PRETRAIN_OPTIMIZER (a label) at the recipe's 'lars', so that it trains with exactly the
+    # settings of a search run that did the same; table8_lars_best selects PRETRAIN_OPTIMIZER=lars all the same.
+    (tmp_path / "t8.gin").write_text(
+        f"include '{os.path.join(ROOT, 'recipes', 'fmnist_table8_search.gin')}'\n"
+        "grid.points = [{'METHOD': 'supcon', 'PRETRAIN_LR': 8.0},\n"
+        "    {'METHOD': 'supcon', 'PRETRAIN_OPTIMIZER': 'momentum', 'PRETRAIN_OPTIMIZER_FN': '@pretrain/sgd',\n"
+        "     'PRETRAIN_LR': 3.0}]\n"
+        "report.claims = ['table8_lars_best']\n")
+    recipe = grid.load_recipe(str(tmp_path / "t8.gin"), [], [])
+    grid.check_report(recipe)  # raises GridError if no point had PRETRAIN_OPTIMIZER=lars
+    (tmp_path / "bad.gin").write_text((tmp_path / "t8.gin").read_text().replace(
+        "{'METHOD': 'supcon', 'PRETRAIN_LR': 8.0}", "{'METHOD': 'supcon', 'PRETRAIN_OPTIMIZER': 'rmsprop'}"))
+    with pytest.raises(grid.GridError, match="table8_lars_best does not fit this grid: no grid point has "
+                                             "PRETRAIN_OPTIMIZER=lars"):
+        grid.check_report(grid.load_recipe(str(tmp_path / "bad.gin"), [], []))
