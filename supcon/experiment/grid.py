@@ -47,6 +47,7 @@ from supcon.experiment.bindings import (
 )
 from supcon.experiment.recipe import (  # noqa: F401  (re-exported: the runner and the tests read recipes through grid)
     INCLUDE,
+    RECIPE,
     RECIPES_DIR,
     Binding,
     GridError,
@@ -465,13 +466,17 @@ def shown_values(recipe: Recipe, points: Sequence[Point]) -> dict[str, dict]:
     points set and this one leaves at the recipe's binding, when the point trains with it (it is among its
     `point_settings`) or the macro only labels points (no binding reads it, as `PRETRAIN_OPTIMIZER = 'lars'` beside
     `PRETRAIN_OPTIMIZER_FN`); a macro the point does not read stays unset (a report shows '–'). `recipe`: the file
-    that trains the points (with grid.runs_of, the other recipe)."""
+    that trains the points (with grid.runs_of, the other recipe). The recipe's value is what the recipe and its
+    includes bind, not an overlay's or a --gin_param's: a trainer reads the recipe with its point's bindings as an
+    overlay, which must not relabel the other points."""
     named = {k for p in points for k in p.values}
+    bound = {b.selector: b.value for b in recipe.bindings
+             if b.is_macro and not b.scope and b.origin in (RECIPE, INCLUDE)}
     shown = {}
     for point in points:
-        missing = [k for k in sorted(named - set(point.values)) if k in recipe.macros]
+        missing = [k for k in sorted(named - set(point.values)) if k in bound]
         read = point_settings(recipe, point) if any(k in recipe.macro_uses for k in missing) else {}
-        kept = {k: recipe.macros[k] for k in missing if k in read or k not in recipe.macro_uses}
+        kept = {k: bound[k] for k in missing if k in read or k not in recipe.macro_uses}
         shown[point.id] = {**kept, **point.values}
     return shown
 

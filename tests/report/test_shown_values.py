@@ -64,3 +64,15 @@ def test_a_claim_can_select_a_point_by_the_recipes_value_of_a_label_macro(tmp_pa
     with pytest.raises(grid.GridError, match="table8_lars_best does not fit this grid: no grid point has "
                                              "PRETRAIN_OPTIMIZER=lars"):
         grid.check_report(grid.load_recipe(str(tmp_path / "bad.gin"), [], []))
+
+
+def test_a_points_own_bindings_read_as_an_overlay_do_not_relabel_the_others(tmp_path):
+    # A trainer parses the recipe with its point's bindings as an overlay (python -m supcon.main): a momentum
+    # point's PRETRAIN_OPTIMIZER = 'momentum' must not make the LARS point, which leaves the label at the recipe's
+    # 'lars', a momentum point too (and the claim's check fail).
+    recipe_path = os.path.join(ROOT, "recipes", "fmnist_table8.gin")
+    overlay = tmp_path / "point.gin"
+    overlay.write_text("PRETRAIN_OPTIMIZER = 'momentum'\nPRETRAIN_OPTIMIZER_FN = @pretrain/sgd\nPRETRAIN_LR = 3.0\n")
+    recipe = grid.load_recipe(recipe_path, [str(overlay)], [])  # raised GridError before: no point had lars
+    shown = grid.shown_values(recipe, grid.expand(recipe))
+    assert sorted({v["PRETRAIN_OPTIMIZER"] for v in shown.values()}) == ["lars", "momentum", "rmsprop"]
