@@ -137,12 +137,25 @@ def rank_trend(x: Sequence[float], y: Sequence[float]) -> Estimate:
         raise Undetermined(f"{levels} value(s) of the axis finished: a trend needs at least 2")
     if len(x) < 4:
         raise Undetermined(f"{len(x)} finished runs: a rank correlation interval needs at least 4")
-    result = stats.pearsonr(stats.rankdata(x), stats.rankdata(y))
+    ranks_x, ranks_y = stats.rankdata(x), stats.rankdata(y)
+    result = stats.pearsonr(ranks_x, ranks_y)
     ci = result.confidence_interval(CONFIDENCE)
     if not _finite(result.statistic, ci.low, ci.high, result.pvalue):
         raise Undetermined("the metric does not vary: the rank correlation is undefined")
+    n = f"{len(x)} runs at {levels} values"
+    if abs(result.statistic) > 1 - 1e-9:
+        # Every run in rank order: Fisher's interval collapses to the point and the t approximation's p to 0, so p
+        # comes from the permutation distribution (exact up to 9,999 orderings, else 9,999 of them, fixed seed) and
+        # decides alone whether the interval (the point) may stand.
+        p = float(stats.pearsonr(ranks_x, ranks_y, method=stats.PermutationMethod(n_resamples=9999, rng=0)).pvalue)
+        if p >= 1 - CONFIDENCE:
+            raise Undetermined(
+                f"ρ = {result.statistic:+.2f} over {n}, but a perfect order of so few runs has permutation p {p:.2g}"
+            )
+        rho = float(round(result.statistic))
+        return Estimate(rho, rho, rho, p, "Spearman ρ (permutation p; Fisher-z CI undefined at ρ = ±1)", n)
     return Estimate(float(result.statistic), float(ci.low), float(ci.high), float(result.pvalue),
-                    "Spearman ρ (Fisher-z CI)", f"{len(x)} runs at {levels} values")  # fmt: skip
+                    "Spearman ρ (Fisher-z CI)", n)  # fmt: skip
 
 
 def spread_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:

@@ -316,6 +316,29 @@ def test_increasing_gives_each_verdict(tmp_path, expected):
     assert est.n == "8 runs at 4 values" and est.test == "Spearman ρ (Fisher-z CI)"
 
 
+@pytest.mark.parametrize(
+    "table, verdict_word, p_exact",
+    [  # every run in rank order: 5 runs at 5 values (2 of 5! orderings are as extreme), 4 at 4 (2 of 4!)
+        ({50: [0.60], 100: [0.65], 200: [0.70], 400: [0.72], 800: [0.73]}, "reproduced", 2 / 120),
+        ({50: [0.73], 100: [0.72], 200: [0.70], 400: [0.65], 800: [0.60]}, "contradicted", 2 / 120),
+        ({50: [0.60], 100: [0.65], 200: [0.70], 400: [0.72]}, "inconclusive", 2 / 24),
+    ],
+)
+def test_a_perfect_order_takes_its_p_from_the_permutations(tmp_path, table, verdict_word, p_exact):
+    # At |rho| = 1 Fisher's interval is the point and the t approximation gives p = 0: four runs in order would be
+    # "reproduced" by the interval alone, though 2 of their 24 orderings are as extreme.
+    runs = rows_of(tmp_path, table, axis="PRETRAIN_EPOCHS")
+    verdict = only(claims.evaluate_claims(["fig4c_epochs_increasing"], runs, ["PRETRAIN_EPOCHS"]))
+    assert verdict.verdict == verdict_word
+    if verdict_word == "inconclusive":
+        assert verdict.estimate is None and "permutation p 0.083" in verdict.reason
+        return
+    sign = 1.0 if verdict_word == "reproduced" else -1.0
+    est = verdict.estimate
+    assert (est.value, est.low, est.high) == (sign, sign, sign)
+    assert est.p == pytest.approx(p_exact) and est.test.startswith("Spearman ρ (permutation p")
+
+
 def test_the_axis_map_orders_no_cap_last(tmp_path):
     table = {0: [0.69, 0.70], 2: [0.76, 0.75], 4: [0.78, 0.77], -1: [0.80, 0.79]}
     runs = rows_of(tmp_path, table, axis="POSITIVES_CAP")
