@@ -19,7 +19,8 @@ same bytes)::
 along an axis, ECE as a fraction, mCE and relative mCE x 100; null when the verdict has no statistic (too few runs).
 A claim with a margin (kinds `equivalent`, `not_greater`) adds `margin` (as the claims file gives it, in `unit`) and
 `low90`, `high90`: the 90% interval, whose upper end is the one-sided 95% upper bound (null without a statistic);
-other entries have none of these keys. `groups` counts the finished runs of each compared group that report the
+other entries have none of these keys. An entry whose compared finished runs did not all compute in one precision
+adds `precisions`: per compared row, `{"row": ..., "runs": {"float32": 3, "mixed bfloat16": 2}}`. `groups` counts the finished runs of each compared group that report the
 claim's metric. `below_bar` lists the compared rows under the CPU-scale bar, null when the report has no bar
 (`bar_checked` false). `written_by` is `reporter`, or `parsed` for a committed report whose record was read back
 from its README's Claims section once its run directories were gone (`parsed_from` then names the file). No
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 
 from supcon import workdir
 from supcon.report import claims
-from supcon.report.claims_section import Tested
+from supcon.report.claims_section import Mix, Tested
 from supcon.report.data import Run
 from supcon.report.tables import is_fraction
 
@@ -47,6 +48,7 @@ VERDICTS = (claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE)
 VERDICT_KEYS = ("claim", "where", "verdict", "reason", "compared", "unit", "statistic", "low", "high", "p", "test",
                 "note", "n", "groups", "below_bar")  # fmt: skip
 MARGIN_KEYS = ("margin", "low90", "high90")  # only in the entries of claims with a margin
+PRECISIONS = "precisions"  # only in the entries whose compared runs did not all compute in one precision
 
 
 def unit_of(claim: claims.Claim) -> str:
@@ -69,8 +71,11 @@ def _finished(members: Sequence[Run], metric: str) -> int:
     return sum(r.state == workdir.DONE and r.metric(metric) is not None for r in members)
 
 
-def verdict_entry(verdict: claims.Verdict, below: Sequence[tuple[str, float]] | None) -> dict:
-    """One verdict as a claims.json entry; `below`: its compared rows under the bar, None without a bar."""
+def verdict_entry(
+    verdict: claims.Verdict, below: Sequence[tuple[str, float]] | None, mix: Mix = ()
+) -> dict:
+    """One verdict as a claims.json entry; `below`: its compared rows under the bar, None without a bar; `mix`: its
+    rows' precisions when its runs did not all compute in one (`claims_section.precision_mix`)."""
     est = verdict.estimate
     unit = unit_of(verdict.claim)
     scale = 100.0 if unit == PP else 1.0
@@ -78,6 +83,8 @@ def verdict_entry(verdict: claims.Verdict, below: Sequence[tuple[str, float]] | 
     if verdict.claim.kind in claims.MARGIN_KINDS:
         inner = [scale * x for x in est.ci90] if est is not None and est.ci90 else [None, None]
         margin = {"margin": verdict.claim.margin, "low90": _rounded(inner[0]), "high90": _rounded(inner[1])}
+    if mix:
+        margin[PRECISIONS] = [{"row": row, "runs": dict(counts)} for row, counts in mix]
     return margin | {
         "claim": verdict.claim.id,
         "where": verdict.where,
@@ -115,7 +122,10 @@ def report_record(recipe: str, tested: Tested, scale: dict[str, list[str]], smok
         "smoke": bool(smoke),
         "scale": {k: list(v) for k, v in scale.items()},
         "bar_checked": tested.below is not None,
-        "verdicts": [verdict_entry(v, b) for v, b in zip(tested.verdicts, below, strict=True)],
+        "verdicts": [
+            verdict_entry(v, b, m)
+            for v, b, m in zip(tested.verdicts, below, list(tested.mixes) or [()] * len(below), strict=True)
+        ],
     }
 
 
@@ -137,6 +147,14 @@ def write_record(folder: str, record: dict | None) -> None:
 
 def _number_or_none(value: object) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _precisions_shape(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(row, dict) and isinstance(row.get("row"), str) and isinstance(row.get("runs"), dict)
+        and all(isinstance(k, str) and isinstance(n, int) for k, n in row["runs"].items())
+        for row in value
+    )  # fmt: skip
 
 
 def check_record(record: object, where: str) -> dict:
@@ -168,6 +186,8 @@ def check_record(record: object, where: str) -> dict:
             raise ValueError(f"{where}: verdict {i}: statistic, low, high and p must be numbers or null")
         if not all(_number_or_none(entry.get(k)) for k in MARGIN_KEYS):
             raise ValueError(f"{where}: verdict {i}: {', '.join(MARGIN_KEYS)} must be numbers or null")
+        if PRECISIONS in entry and not _precisions_shape(entry[PRECISIONS]):
+            raise ValueError(f"{where}: verdict {i}: {PRECISIONS} must be a list of {{row, runs: {{precision: count}}}}")
     return record
 
 

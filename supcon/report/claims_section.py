@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from supcon import workdir
 from supcon.report import claims
 from supcon.report.baselines_section import BAR_PP, METRIC, below_bar
 from supcon.report.data import MISSING, Run
@@ -45,17 +46,50 @@ BAR_LEGEND = (
     "along a swept value only its highest finished value is judged, short training being low by design; along "
     "SEVERITY the clean runs): such a verdict measures the training budget, not the method."
 )
+PRECISION_LEGEND = (
+    "*precisions differ* names, for a verdict whose finished runs did not all compute in one precision (env.json "
+    "`mixed_precision`: 'auto' picks mixed bfloat16 on CPUs with bfloat16 instructions, float32 elsewhere), how many "
+    "of each compared row's runs did which: the two round differently, so part of such a difference may be the "
+    "precision's; the same comparison within one precision is the one to trust."
+)
 Below = Sequence[tuple[str, float]]  # (row, points above pixel logistic regression)
+Mix = Sequence[tuple[str, dict[str, int]]]  # (row, {precision: finished runs}) when a verdict's runs mix precisions
+
+
+def precision_mix(verdict: claims.Verdict) -> list[tuple[str, dict[str, int]]]:
+    """Each compared row with how many of its finished runs (those reporting the claim's metric) computed in which
+    precision (`Run.precision`), in the verdict's order, when those runs did not all compute in one precision;
+    [] when they did, or when a run's precision was not recorded."""
+    rows = []
+    for label, members in verdict.groups:
+        done = [r for r in members if r.state == workdir.DONE and r.metric(verdict.claim.metric) is not None]
+        counts: dict[str, int] = {}
+        for run in done:
+            if run.precision is None:
+                return []
+            counts[run.precision] = counts.get(run.precision, 0) + 1
+        rows.append((label, dict(sorted(counts.items()))))
+    kinds = {precision for _, counts in rows for precision in counts}
+    return rows if len(kinds) > 1 else []
+
+
+def mix_text(mix: Mix) -> str:
+    """'; precisions differ: METHOD=a: 5 float32; METHOD=b: 3 mixed bfloat16, 2 float32', or '' for no mix."""
+    if not mix:
+        return ""
+    rows = [f"{row}: " + ", ".join(f"{n} {precision}" for precision, n in counts.items()) for row, counts in mix]
+    return "; precisions differ: " + "; ".join(rows)
 
 
 @dataclasses.dataclass(frozen=True)
 class Tested:
     """The verdicts a report prints, and for each the compared rows below the CPU-scale bar (`below` is None when
-    the report has no bar: no single data setting with pixel baselines). The Claims section and the report's
-    claims.json (`supcon.report.claims_record`) are both written from it."""
+    the report has no bar: no single data setting with pixel baselines), and each verdict's `precision_mix`. The
+    Claims section and the report's claims.json (`supcon.report.claims_record`) are both written from it."""
 
     verdicts: list[claims.Verdict]
     below: list[Below] | None
+    mixes: list[Mix] = ()  # per verdict, `precision_mix`; empty when the runs compared all agree
 
 
 def tested_claims(
@@ -67,7 +101,7 @@ def tested_claims(
         return None
     verdicts = claims.evaluate_claims(spec["claims"], runs, within)
     below = None if pixel_top1 is None else [below_bar(v, pixel_top1) for v in verdicts]
-    return Tested(verdicts, below)
+    return Tested(verdicts, below, [precision_mix(v) for v in verdicts])
 
 
 def format_p(p: float | None) -> str:
@@ -114,14 +148,14 @@ def format_estimate(verdict: claims.Verdict) -> str:
     return f"{verdict.compared}: {text}" if verdict.compared else text
 
 
-def _verdict_cell(verdict: claims.Verdict, below: Below = ()) -> str:
+def _verdict_cell(verdict: claims.Verdict, below: Below = (), mix: Mix = ()) -> str:
     if verdict.verdict == claims.INCONCLUSIVE:
         cell = f"inconclusive: {verdict.reason}" if verdict.reason else "inconclusive"
     else:
         cell = f"**{verdict.verdict}**"
     if below:
         cell += "; below the bar: " + ", ".join(f"{row} ({over:+.2f} over pixels)" for row, over in below)
-    return cell
+    return cell + mix_text(mix)
 
 
 def bar_summary(below: list[Below]) -> str:
@@ -136,10 +170,14 @@ def bar_summary(below: list[Below]) -> str:
     )
 
 
-def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None = None) -> list[list[str]]:
-    """The table's cells, one row per verdict; `below[i]`: the rows verdict i rests on that are below the bar."""
+def claims_rows(
+    verdicts: list[claims.Verdict], below: list[Below] | None = None, mixes: Sequence[Mix] = ()
+) -> list[list[str]]:
+    """The table's cells, one row per verdict; `below[i]`: the rows verdict i rests on that are below the bar;
+    `mixes[i]`: its rows' precisions when they differ (`precision_mix`)."""
     rows = []
-    for v, under in zip(verdicts, below or [()] * len(verdicts), strict=True):
+    mixes = list(mixes) or [()] * len(verdicts)
+    for v, under, mix in zip(verdicts, below or [()] * len(verdicts), mixes, strict=True):
         est = v.estimate
         claim = f"{v.claim.statement} (`{v.claim.id}`)" + (f"; {v.where}" if v.where else "")
         test = MISSING if est is None else est.test + (f" ({est.note})" if est.note else "")
@@ -152,7 +190,7 @@ def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None = None
                 test,
                 MISSING if est is None else est.n,
                 format_p(None if est is None else est.p),
-                _verdict_cell(v, under),
+                _verdict_cell(v, under, mix),
             ]
         )
     return rows
@@ -195,5 +233,8 @@ def claims_section(
     lines = ["## Claims", "", f"**{summary}**", ""]
     lines += list(extra) + ([""] if extra else [])
     margins = any(v.claim.kind in claims.MARGIN_KINDS for v in verdicts)
-    legend = " ".join([CLAIMS_LEGEND] + [MARGIN_LEGEND] * margins + ([] if below is None else [BAR_LEGEND]))
-    return lines + [markdown_table(header, claims_rows(verdicts, below)), "", legend, ""]
+    mixed = any(tested.mixes)
+    legend = " ".join(
+        [CLAIMS_LEGEND] + [MARGIN_LEGEND] * margins + ([] if below is None else [BAR_LEGEND]) + [PRECISION_LEGEND] * mixed
+    )
+    return lines + [markdown_table(header, claims_rows(verdicts, below, tested.mixes)), "", legend, ""]

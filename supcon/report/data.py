@@ -20,6 +20,7 @@ SEED = "SEED"
 ABSENT = "absent"  # a planned point with no run directory at all
 SKIPPED = "skipped"  # a run directory the report cannot use (unreadable files, another recipe, an older version)
 MISSING = "–"  # shown for a value, metric or spread that does not exist
+MIXED_BF16, FLOAT32 = "mixed bfloat16", "float32"  # `Run.precision`
 DEFAULT_METRICS = ("eval/top1", "eval/top5", "knn/top1")
 
 
@@ -60,6 +61,15 @@ class Run:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None
         return float(value) if value == value else None
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the run computed in, from env.json `mixed_precision`: `mixed bfloat16` or `float32`
+        (None when not recorded)."""
+        mixed = self.env.get("mixed_precision")
+        if not isinstance(mixed, bool):
+            return None
+        return MIXED_BF16 if mixed else FLOAT32
 
 
 @dataclasses.dataclass(frozen=True)

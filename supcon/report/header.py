@@ -11,7 +11,7 @@ compute in the same precision (bfloat16 on some CPUs, float32 on others), how ma
 from __future__ import annotations
 
 from supcon import workdir
-from supcon.report.data import MISSING, SKIPPED, Run, sort_key, value_label
+from supcon.report.data import FLOAT32, MISSING, SKIPPED, Run, sort_key, value_label
 from supcon.report.tables import format_paper, markdown_table, paper_label
 
 DATASET_NAMES = {
@@ -216,7 +216,7 @@ def shared_pretraining(runs: list[Run]) -> list[str]:
 
 def _precision_group(run: Run) -> tuple[str, str]:
     """(precision, CPU speed flags) of a run's env.json: ('mixed bfloat16' or 'float32', 'avx2, avx512_bf16')."""
-    precision = "mixed bfloat16" if run.env.get("mixed_precision") else "float32"
+    precision = run.precision or FLOAT32
     flags = run.env.get("cpu_flags")
     return precision, ", ".join(flags) if isinstance(flags, list) and flags else "not recorded"
 
@@ -228,7 +228,7 @@ def precisions(runs: list[Run], shown: int = 12) -> list[str]:
     one grid finished on two machines can mix the two; no line when they all agree."""
     groups: dict[tuple[str, str], list[str]] = {}
     for run in sorted(runs, key=lambda r: r.slug):
-        if run.state in (workdir.DONE, workdir.FAILED) and run.env.get("mixed_precision") is not None:
+        if run.state in (workdir.DONE, workdir.FAILED) and run.precision is not None:
             groups.setdefault(_precision_group(run), []).append(run.slug)
     if len({precision for precision, _ in groups}) < 2:
         return []

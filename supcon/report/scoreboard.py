@@ -32,11 +32,12 @@ from supcon.report.claims_record import (
     MCE,
     PARSED,
     PP,
+    PRECISIONS,
     RHO,
     UNITS,
     read_record,
 )
-from supcon.report.claims_section import paper_cell
+from supcon.report.claims_section import mix_text, paper_cell
 from supcon.report.data import MISSING
 from supcon.report.header import DATASET_NAMES, PAPER_DATASETS
 from supcon.report.tables import markdown_table
@@ -140,6 +141,7 @@ def format_verdict(test: Test) -> str:
         )
     elif not test.record.get("bar_checked"):
         cell += "; CPU-scale bar not checked"
+    cell += mix_text([(row["row"], row["runs"]) for row in entry.get(PRECISIONS, [])])
     if test.record.get("smoke"):
         cell = "smoke run (the numbers mean nothing): " + cell
     return cell
