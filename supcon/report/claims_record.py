@@ -20,9 +20,9 @@ along an axis, ECE as a fraction, mCE and relative mCE x 100; null when the verd
 A claim with a margin (kinds `equivalent`, `not_greater`) adds `margin` (as the claims file gives it, in `unit`) and
 `low90`, `high90`: the 90% interval, whose upper end is the one-sided 95% upper bound (null without a statistic);
 other entries have none of these keys. An entry whose compared finished runs did not all compute in one precision
-adds `precisions`: per compared row, `{"row": ..., "runs": {"float32": 3, "mixed bfloat16": 2}}`. `groups` counts the finished runs of each compared group that report the
-claim's metric. `below_bar` lists the compared rows under the CPU-scale bar, null when the report has no bar
-(`bar_checked` false). `written_by` is `reporter`, or `parsed` for a committed report whose record was read back
+adds `precisions`: per compared row, `{"row": ..., "runs": {"float32": 3, "mixed bfloat16": 2}}`. `groups` counts
+the finished runs of each compared group that report the claim's metric. `below_bar` lists the compared rows under
+the CPU-scale bar, null when the report has no bar (`bar_checked` false). `written_by` is `reporter`, or `parsed` for a committed report whose record was read back
 from its README's Claims section once its run directories were gone (`parsed_from` then names the file). No
 TensorFlow.
 """
@@ -187,7 +187,8 @@ def check_record(record: object, where: str) -> dict:
         if not all(_number_or_none(entry.get(k)) for k in MARGIN_KEYS):
             raise ValueError(f"{where}: verdict {i}: {', '.join(MARGIN_KEYS)} must be numbers or null")
         if PRECISIONS in entry and not _precisions_shape(entry[PRECISIONS]):
-            raise ValueError(f"{where}: verdict {i}: {PRECISIONS} must be a list of {{row, runs: {{precision: count}}}}")
+            shape = "{row, runs: {precision: count}}"
+            raise ValueError(f"{where}: verdict {i}: {PRECISIONS} must be a list of {shape}")
     return record
 
 

@@ -234,7 +234,6 @@ def claims_section(
     lines += list(extra) + ([""] if extra else [])
     margins = any(v.claim.kind in claims.MARGIN_KINDS for v in verdicts)
     mixed = any(tested.mixes)
-    legend = " ".join(
-        [CLAIMS_LEGEND] + [MARGIN_LEGEND] * margins + ([] if below is None else [BAR_LEGEND]) + [PRECISION_LEGEND] * mixed
-    )
+    legends = [CLAIMS_LEGEND] + [MARGIN_LEGEND] * margins + ([] if below is None else [BAR_LEGEND])
+    legend = " ".join(legends + [PRECISION_LEGEND] * mixed)
     return lines + [markdown_table(header, claims_rows(verdicts, below, tested.mixes)), "", legend, ""]
