@@ -22,9 +22,9 @@ A claim with a margin (kinds `equivalent`, `not_greater`) adds `margin` (as the 
 other entries have none of these keys. An entry whose compared finished runs did not all compute in one precision
 adds `precisions`: per compared row, `{"row": ..., "runs": {"float32": 3, "mixed bfloat16": 2}}`. `groups` counts
 the finished runs of each compared group that report the claim's metric. `below_bar` lists the compared rows under
-the CPU-scale bar, null when the report has no bar (`bar_checked` false). `written_by` is `reporter`, or `parsed` for a committed report whose record was read back
-from its README's Claims section once its run directories were gone (`parsed_from` then names the file). No
-TensorFlow.
+the CPU-scale bar, null when the report has no bar (`bar_checked` false). `written_by` is `reporter`, or `parsed`
+for a committed report whose record was read back from its README's Claims section once its run directories were
+gone (`parsed_from` then names the file). No TensorFlow.
 """
 
 from __future__ import annotations
