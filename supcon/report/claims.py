@@ -109,7 +109,8 @@ class Verdict:
     groups: Groups = ()
 
 
-def _finished(runs: Sequence[Run], metric: str) -> list[tuple[Run, float]]:
+def finished(runs: Sequence[Run], metric: str) -> list[tuple[Run, float]]:
+    """The finished runs of `runs` that report `metric`, each with its value."""
     return [
         (r, r.metric(metric))
         for r in runs
@@ -131,7 +132,7 @@ def compare_rows(
     Raises:
       Undetermined: a row (named by `names` in the message) has no finished run, or too few for the test.
     """
-    a, b = _finished(a_runs, metric), _finished(b_runs, metric)
+    a, b = finished(a_runs, metric), finished(b_runs, metric)
     if not a or not b:
         name, members = (names[0], a_runs) if not a else (names[1], b_runs)
         if any(r.state == workdir.DONE for r in members):
@@ -211,7 +212,7 @@ def _extreme(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
     means = {
         label: sum(v for _, v in done) / len(done)
         for label, members in levels.items()
-        if (done := _finished(members, claim.metric))
+        if (done := finished(members, claim.metric))
     }
     if not means:
         why = f"no run with another value of {claim.axis} finished"
@@ -264,7 +265,7 @@ def _increasing(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
         return None
 
     def compute() -> Estimate:
-        done = _finished(swept, claim.metric)
+        done = finished(swept, claim.metric)
         x = [axis_number(claim, r.values[claim.axis]) for r, _ in done]
         estimate = rank_trend(x, [v for _, v in done])
         note = "each run once per severity, 0 = clean" if severity else ""
@@ -283,7 +284,7 @@ def _spread(claim: Claim, runs: Sequence[Run]) -> Verdict | None:
 
     def setting_means(members: list[Run]) -> list[float]:
         settings: dict[tuple, list[float]] = {}
-        for run, value in _finished(members, claim.metric):
+        for run, value in finished(members, claim.metric):
             settings.setdefault(group_key(run.values), []).append(value)
         return [sum(v) / len(v) for v in settings.values()]
 

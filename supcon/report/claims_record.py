@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from supcon import workdir
 from supcon.report import claims
 from supcon.report.claims_section import Mix, Tested
-from supcon.report.data import Run
 from supcon.report.tables import is_fraction
 
 CLAIMS_JSON = "claims.json"
@@ -65,10 +64,6 @@ def unit_of(claim: claims.Claim) -> str:
 
 def _rounded(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else round(float(x), digits)
-
-
-def _finished(members: Sequence[Run], metric: str) -> int:
-    return sum(r.state == workdir.DONE and r.metric(metric) is not None for r in members)
 
 
 def verdict_entry(
@@ -100,7 +95,8 @@ def verdict_entry(
         "note": "" if est is None else est.note,
         "n": "" if est is None else est.n,
         "groups": [
-            {"label": label, "n": _finished(members, verdict.claim.metric)} for label, members in verdict.groups
+            {"label": label, "n": len(claims.finished(members, verdict.claim.metric))}
+            for label, members in verdict.groups
         ],
         "below_bar": None if below is None else [
             {"row": row, "points_over_pixels": _rounded(points, 4)} for row, points in below
@@ -122,10 +118,7 @@ def report_record(recipe: str, tested: Tested, scale: dict[str, list[str]], smok
         "smoke": bool(smoke),
         "scale": {k: list(v) for k, v in scale.items()},
         "bar_checked": tested.below is not None,
-        "verdicts": [
-            verdict_entry(v, b, m)
-            for v, b, m in zip(tested.verdicts, below, list(tested.mixes) or [()] * len(below), strict=True)
-        ],
+        "verdicts": [verdict_entry(v, b, m) for v, b, m in zip(tested.verdicts, below, tested.mixes, strict=True)],
     }
 
 

@@ -8,9 +8,9 @@ TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Sequence
 
-from supcon import workdir
 from supcon.report import claims
 from supcon.report.baselines_section import BAR_PP, METRIC, below_bar
 from supcon.report.data import MISSING, Run
@@ -62,13 +62,10 @@ def precision_mix(verdict: claims.Verdict) -> list[tuple[str, dict[str, int]]]:
     [] when they did, or when a run's precision was not recorded."""
     rows = []
     for label, members in verdict.groups:
-        done = [r for r in members if r.state == workdir.DONE and r.metric(verdict.claim.metric) is not None]
-        counts: dict[str, int] = {}
-        for run in done:
-            if run.precision is None:
-                return []
-            counts[run.precision] = counts.get(run.precision, 0) + 1
-        rows.append((label, dict(sorted(counts.items()))))
+        precisions = [run.precision for run, _ in claims.finished(members, verdict.claim.metric)]
+        if None in precisions:
+            return []
+        rows.append((label, dict(sorted(Counter(precisions).items()))))
     kinds = {precision for _, counts in rows for precision in counts}
     return rows if len(kinds) > 1 else []
 
@@ -89,7 +86,7 @@ class Tested:
 
     verdicts: list[claims.Verdict]
     below: list[Below] | None
-    mixes: list[Mix] = ()  # per verdict, `precision_mix`; empty when the runs compared all agree
+    mixes: list[Mix]  # per verdict, `precision_mix`; empty when the runs compared all agree
 
 
 def tested_claims(
@@ -170,13 +167,10 @@ def bar_summary(below: list[Below]) -> str:
     )
 
 
-def claims_rows(
-    verdicts: list[claims.Verdict], below: list[Below] | None = None, mixes: Sequence[Mix] = ()
-) -> list[list[str]]:
+def claims_rows(verdicts: list[claims.Verdict], below: list[Below] | None, mixes: Sequence[Mix]) -> list[list[str]]:
     """The table's cells, one row per verdict; `below[i]`: the rows verdict i rests on that are below the bar;
     `mixes[i]`: its rows' precisions when they differ (`precision_mix`)."""
     rows = []
-    mixes = list(mixes) or [()] * len(verdicts)
     for v, under, mix in zip(verdicts, below or [()] * len(verdicts), mixes, strict=True):
         est = v.estimate
         claim = f"{v.claim.statement} (`{v.claim.id}`)" + (f"; {v.where}" if v.where else "")

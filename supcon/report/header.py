@@ -11,7 +11,7 @@ compute in the same precision (bfloat16 on some CPUs, float32 on others), how ma
 from __future__ import annotations
 
 from supcon import workdir
-from supcon.report.data import FLOAT32, MISSING, SKIPPED, Run, sort_key, value_label
+from supcon.report.data import MISSING, SKIPPED, Run, sort_key, value_label
 from supcon.report.tables import format_paper, markdown_table, paper_label
 
 DATASET_NAMES = {
@@ -215,8 +215,9 @@ def shared_pretraining(runs: list[Run]) -> list[str]:
 
 
 def _precision_group(run: Run) -> tuple[str, str]:
-    """(precision, CPU speed flags) of a run's env.json: ('mixed bfloat16' or 'float32', 'avx2, avx512_bf16')."""
-    precision = run.precision or FLOAT32
+    """(precision, CPU speed flags) of a run whose env.json records its precision: ('mixed bfloat16' or 'float32',
+    'avx2, avx512_bf16')."""
+    precision = run.precision
     flags = run.env.get("cpu_flags")
     return precision, ", ".join(flags) if isinstance(flags, list) and flags else "not recorded"
 
