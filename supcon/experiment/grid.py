@@ -466,10 +466,9 @@ def shown_values(recipe: Recipe, points: Sequence[Point]) -> dict[str, dict]:
     points set and this one leaves at the recipe's binding, when the point trains with it (it is among the macros
     it reads, `supcon.experiment.bindings.reach`, as for its `point_settings`) or the macro only labels points
     (no binding reads it, as `PRETRAIN_OPTIMIZER = 'lars'` beside `PRETRAIN_OPTIMIZER_FN`); a macro the point does
-    not read stays unset (a report shows '–'). `recipe`: the file
-    that trains the points (with grid.runs_of, the other recipe). The recipe's value is what the recipe and its
-    includes bind, not an overlay's or a --gin_param's: a trainer reads the recipe with its point's bindings as an
-    overlay, which must not relabel the other points."""
+    not read stays unset (a report shows '–'). `recipe`: the file that trains the points (with grid.runs_of, the
+    other recipe). The recipe's value is what the recipe and its includes bind, not an overlay's or a --gin_param's:
+    a trainer reads the recipe with its point's bindings as an overlay, which must not relabel the other points."""
     named = {k for p in points for k in p.values}
     bound = {b.selector: b.value for b in recipe.bindings
              if b.is_macro and not b.scope and b.origin in (RECIPE, INCLUDE)}
