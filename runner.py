@@ -4,6 +4,7 @@ Usage:
   python runner.py RECIPE.gin [--gin_param B]... [--smoke] [--dry_run] [--jobs N] [--shard I/N]
       [--runs_dir runs] [--report_dir reports] [--only KEY=VALUE]... [--noreport] [--noreuse_process]
       [--progress auto|bar|lines|off] [--progress_every SECONDS] [--eval_only] [--report_only]
+      [--auto_precision hardware|float32|mixed_bfloat16]
 
 The manual is docs/running.md: the flags, what a run prints, exit codes, resuming, claims, settings records,
 grid.runs_of, grid.reuse_from and scoring finished points. This file holds the flags and `main`; the work is done
@@ -18,6 +19,7 @@ import sys
 
 from absl import app, flags
 
+from supcon import workdir
 from supcon.experiment import dry_run, launch, progress, show_config, validation
 from supcon.experiment.options import REPORT_DIR, RUNS_DIR, Options, UsageError
 from supcon.experiment.outcome import summarize
@@ -78,6 +80,13 @@ flags.DEFINE_boolean(
     "Train nothing and read no run directory: rebuild <report_dir>/<recipe>/README.md and its plots from the run "
     "records committed beside it (<report_dir>/<recipe>/runs/); needs no TensorFlow.",
 )
+flags.DEFINE_enum(
+    "auto_precision", "hardware", list(workdir.AUTO_PRECISIONS),
+    "What train_and_evaluate.mixed_precision = 'auto' (the default) resolves to in the trainers this runner starts: "
+    "'hardware' (mixed bfloat16 on a GPU, a TPU or a CPU with bfloat16 instructions, float32 elsewhere), 'float32' "
+    "or 'mixed_bfloat16'. Not a training setting (points and their ids stay as they are; env.json records the "
+    "precision and `precision_by`): continue a grid on another kind of machine in its finished runs' precision.",
+)
 flags.DEFINE_string(
     "main_module", "supcon.main", "Internal: the trainer module (tests use a fake)."
 )
@@ -102,6 +111,7 @@ def options_from_flags() -> Options:
         progress_every=FLAGS.progress_every,
         eval_only=FLAGS.eval_only,
         report_only=FLAGS.report_only,
+        auto_precision=FLAGS.auto_precision,
         main_module=FLAGS.main_module,
     )
 
@@ -110,6 +120,7 @@ def main(argv: list[str]) -> int:
     """Plans, validates, runs the points, summarizes and reports; returns the exit code."""
     launch.stop_on_sigterm()
     options = options_from_flags()
+    os.environ[workdir.AUTO_PRECISION_ENV] = options.auto_precision  # the trainer processes inherit it (child_env)
     try:
         plan = make_plan(argv, options)
         if options.show_config and not options.dry_run:

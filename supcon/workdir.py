@@ -15,7 +15,8 @@ Layout of one run directory::
     config.gin            the gin config as parsed (files + bindings)
     operative_config.gin  the values gin actually used
     env.json              git SHA and dirty flag (supcon/, runner.py or recipes/ differ from the commit), the dirty
-                          paths and the patch's sha256, package versions, devices, strategy, replicas
+                          paths and the patch's sha256, package versions, devices, strategy, replicas, the precision
+                          ("mixed_precision") and what decided it ("precision_by": PRECISION_BY)
     uncommitted.patch     only when the code was dirty: `git diff HEAD` of supcon/, runner.py and recipes/ with their
                           untracked files as new files; `git apply` on the commit gives the code the run ran
     metrics.jsonl         append-only, one JSON object per log interval and per evaluation
@@ -69,6 +70,15 @@ METRICS = "metrics.jsonl"
 TB_DIR = "tb"
 HPARAMS_DIR = "hparams"  # TensorBoard's HParams session (supcon.train.hparams)
 PATCH = "uncommitted.patch"  # the uncommitted changes the run ran with (supcon.train.runinfo)
+# What `train_and_evaluate.mixed_precision = 'auto'` resolves to in a trainer process: the runner's --auto_precision
+# sets it for the trainers it starts. 'hardware' (also when unset): mixed bfloat16 on a GPU, a TPU or a CPU with
+# bfloat16 instructions, float32 elsewhere. Not a training setting (a point's id and settings stay as they are):
+# it lets a grid continue on a machine of another kind in the precision its finished runs have.
+AUTO_PRECISION_ENV = "SUPCON_AUTO_PRECISION"
+AUTO_PRECISIONS = ("hardware", "float32", "mixed_bfloat16")
+# env.json "precision_by": what decided the run's precision (a True / False binding, the hardware, or the runner's
+# --auto_precision naming one).
+PRECISION_BY = ("binding", "hardware", "--auto_precision")
 CKPT_DIR = "ckpt"
 STAGE_CKPT_DIR = "stage_ckpt"  # the state at the end of each stage but the last: <stage>-<step>.index / .data-*
 EXPORT_DIR = "export"

@@ -57,7 +57,8 @@ def secondary_worker() -> str:
 
 
 def child_env(threads: int) -> dict:
-    """The environment of trainer subprocesses: SUPCON_THREADS and the repo on PYTHONPATH."""
+    """The environment of trainer subprocesses: this process's (SUPCON_AUTO_PRECISION included: the runner sets it
+    from --auto_precision), SUPCON_THREADS and the repo on PYTHONPATH."""
     env = dict(os.environ, SUPCON_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
     return env

@@ -39,4 +39,5 @@ class Options:
     progress_every: float = 30.0
     eval_only: bool = False
     report_only: bool = False
+    auto_precision: str = "hardware"
     main_module: str = "supcon.main"

@@ -10,12 +10,14 @@ the config's attributes; the corruption evaluation gets its part as a `supcon.ro
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gin
 import tensorflow as tf
 
+from supcon import workdir as wd
 from supcon.robust import evaluation as robust_eval
 from supcon.train import distribute, stages, warm_start
 
@@ -126,13 +128,40 @@ def read_cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def auto_precision() -> str:
+    """What 'auto' resolves to in this process: $SUPCON_AUTO_PRECISION (the runner's --auto_precision), one of
+    `workdir.AUTO_PRECISIONS`; 'hardware' when unset or empty.
+
+    Raises:
+      ValueError: one line naming the variable and the values it takes.
+    """
+    choice = os.environ.get(wd.AUTO_PRECISION_ENV, "").strip() or "hardware"
+    if choice not in wd.AUTO_PRECISIONS:
+        raise ValueError(
+            f"{wd.AUTO_PRECISION_ENV}={choice!r} (the runner's --auto_precision) must be one of "
+            + ", ".join(wd.AUTO_PRECISIONS)
+        )
+    return choice
+
+
 def resolve_mixed_precision(value, topology: str) -> bool:
-    """train_and_evaluate.mixed_precision: True / False as given; 'auto' by the hardware."""
+    """train_and_evaluate.mixed_precision: True / False as given; 'auto' as `auto_precision()` says: float32,
+    mixed bfloat16, or by the hardware (a TPU, or `bfloat16_is_fast`)."""
     if isinstance(value, bool):
         return value
     if value != "auto":
         raise ValueError(f"train_and_evaluate.mixed_precision must be True, False or 'auto'; got {value!r}")
+    choice = auto_precision()
+    if choice != "hardware":
+        return choice == "mixed_bfloat16"
     return topology == "tpu" or bfloat16_is_fast()
+
+
+def precision_by(value) -> str:
+    """env.json's "precision_by" for a train_and_evaluate.mixed_precision binding (`workdir.PRECISION_BY`)."""
+    if isinstance(value, bool):
+        return "binding"
+    return "hardware" if auto_precision() == "hardware" else "--auto_precision"
 
 
 def build_config(**arguments: Any) -> RunConfig:

@@ -167,6 +167,7 @@ def write_env(run, name: str = wd.ENV, patch: str | None = None) -> None:
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "strategy": type(run.strategy).__name__, "replicas": run.replicas, "scale": scale,
             "mixed_precision": bool(run.mixed_precision),
+            "precision_by": config.precision_by(run.config.mixed_precision),
             "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TF default"),
             "cpu_flags": [f for f in config.SPEED_FLAGS if f in config.read_cpu_flags()],
             # The thread pools' sizes (0: TF's default, every core): they change the order of float reductions,

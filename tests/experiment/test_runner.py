@@ -102,6 +102,7 @@ BAD_FLAGS = [
     (["{grid}", "--report", "--report_dir", "afile"], "--report_dir afile is a file"),
     (["{grid}", "--claim_timeout", "-1"], "--claim_timeout"),
     (["{grid}", "--no_such_flag"], "no_such_flag"),
+    (["{grid}", "--auto_precision", "bfloat16"], "flag --auto_precision=bfloat16: value should be one of"),
     ([], "expected one recipe"),
     (["{bad_grid}"], "bad.gin:2: grid.axes key 'seed'"),
     # recipe files: encoding, empty, include cycle, missing include
@@ -361,6 +362,19 @@ def test_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
     proc = run(tmp_path, fixture("single.gin"))  # default --claim_timeout: 600 s
     assert proc.returncode == 0 and "1 trained" in proc.stdout
     assert trained(tmp_path) == ["default"]
+
+
+def test_auto_precision_reaches_the_trainers_and_is_not_a_setting(tmp_path):
+    """--auto_precision is handed to every trainer process (SUPCON_AUTO_PRECISION) and changes no point: a rerun
+    without it finds the same run dirs done, and their point.json has no trace of it."""
+    proc = run(tmp_path, fixture("grid.gin"), "--auto_precision", "float32")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = read_lines(tmp_path / "train.log")
+    assert len(records) == 4 and {r["auto_precision"] for r in records} == {"float32"}
+    point = json.load(open(tmp_path / "runs" / "grid" / "method-ce_loss-ce_seed-1" / workdir.POINT))
+    assert point["gin_params"] == [] and "precision" not in json.dumps(point["training_settings"])
+    again = run(tmp_path, fixture("grid.gin"))  # the default, 'hardware'
+    assert again.returncode == 0 and "0 trained, 4 already done" in again.stdout, again.stdout + again.stderr
 
 
 def test_dry_run_shows_status_and_writes_nothing(tmp_path):

@@ -88,7 +88,7 @@ def _run(tmp_path, mixed_precision=False):
     plan = [stages.PlannedStage(pretrain, 0, 128, 1000 / 128, 0, 117),
             stages.PlannedStage(linear, 1, 64, 1000 / 64, 117, 195)]
     return types.SimpleNamespace(
-        dir=str(tmp_path), config=types.SimpleNamespace(dataset="digits", batch_size=128),
+        dir=str(tmp_path), config=types.SimpleNamespace(dataset="digits", batch_size=128, mixed_precision="auto"),
         mixed_precision=mixed_precision, encoder=encoder, input_shape=(8, 8, 1), train_examples=1000,
         source=types.SimpleNamespace(image_shape=(8, 8, 1)), plan=plan, strategy=OneDeviceStrategy(), replicas=1,
     )
@@ -110,6 +110,7 @@ def test_env_json_records_the_code_the_packages_and_the_scale(tmp_path, monkeypa
     assert env["versions"]["python"] == platform.python_version() and env["versions"]["numpy"] == np.__version__
     assert env["strategy"] == "OneDeviceStrategy" and env["replicas"] == 1
     assert env["mixed_precision"] is False and env["onednn"] == "0"
+    assert env["precision_by"] == "hardware"  # 'auto', no --auto_precision
     assert "/device:CPU:0" in env["devices"]
     assert env["scale"] == {
         "dataset": "digits",
@@ -146,3 +147,18 @@ def test_cpu_flags_are_read_from_the_first_processor(tmp_path):
     assert config.read_cpu_flags(str(tmp_path / "missing")) == set()
     cpuinfo.write_text("processor\t: 0\n")
     assert config.read_cpu_flags(str(cpuinfo)) == set()
+
+
+@pytest.mark.parametrize("bound, auto, by", [
+    (True, "float32", "binding"),  # a True / False binding wins over --auto_precision
+    ("auto", "float32", "--auto_precision"),
+    ("auto", "", "hardware"),
+    ("auto", "hardware", "hardware"),
+])
+def test_env_json_says_what_decided_the_precision(tmp_path, monkeypatch, bound, auto, by):
+    monkeypatch.setattr(runinfo, "code_state", lambda: runinfo.CodeState("0123abc"))
+    monkeypatch.setenv(wd.AUTO_PRECISION_ENV, auto)
+    run = _run(tmp_path)
+    run.config.mixed_precision = bound
+    runinfo.write_env(run)
+    assert json.loads((tmp_path / wd.ENV).read_text())["precision_by"] == by

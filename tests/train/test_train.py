@@ -252,14 +252,33 @@ def test_mixed_precision_auto_follows_the_hardware(monkeypatch, value, topology,
     from supcon.train import config
 
     _fake_hardware(monkeypatch, config, cpuinfo, gpu)
+    monkeypatch.delenv("SUPCON_AUTO_PRECISION", raising=False)
     assert config.resolve_mixed_precision(value, topology) is expected
 
 
-def test_mixed_precision_rejects_other_values():
+@pytest.mark.parametrize("auto", ["float32", "mixed_bfloat16", "hardware", ""])
+@pytest.mark.parametrize("value, topology, cpuinfo, gpu, expected", MIXED_PRECISION_CASES)
+def test_auto_precision_decides_auto_only(monkeypatch, auto, value, topology, cpuinfo, gpu, expected):
+    """The runner's --auto_precision (SUPCON_AUTO_PRECISION) replaces the hardware's choice for 'auto'; a True /
+    False binding and 'hardware' (or unset) resolve as before."""
+    from supcon.train import config
+
+    _fake_hardware(monkeypatch, config, cpuinfo, gpu)
+    monkeypatch.setenv("SUPCON_AUTO_PRECISION", auto)
+    if value == "auto" and auto in ("float32", "mixed_bfloat16"):
+        expected = auto == "mixed_bfloat16"
+    assert config.resolve_mixed_precision(value, topology) is expected
+
+
+def test_mixed_precision_rejects_other_values(monkeypatch):
     from supcon.train import config
 
     with pytest.raises(ValueError, match="train_and_evaluate.mixed_precision must be True, False or 'auto'"):
         config.resolve_mixed_precision("yes", "one_device")
+    monkeypatch.setenv("SUPCON_AUTO_PRECISION", "bfloat16")
+    with pytest.raises(ValueError, match=r"^SUPCON_AUTO_PRECISION='bfloat16' \(the runner's --auto_precision\) must be "
+                                         r"one of hardware, float32, mixed_bfloat16$"):
+        config.resolve_mixed_precision("auto", "one_device")
 
 
 @pytest.mark.slow  # two trainer processes for an execution setting, not a result of the paper's method
