@@ -242,7 +242,8 @@ def precisions(runs: list[Run], shown: int = 12) -> list[str]:
         parts.append(part)
     return [
         "- **Precision:** the runs differ: " + "; ".join(parts) + ". `train_and_evaluate.mixed_precision` decides (as bound, "
-        "or 'auto': bfloat16 only on CPUs with bfloat16 instructions); the groups round differently."
+        "or 'auto': bfloat16 only on CPUs with bfloat16 instructions, unless the runner's --auto_precision says); the "
+        "groups round differently."
     ]
 
 

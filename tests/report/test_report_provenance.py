@@ -111,7 +111,7 @@ def test_the_header_says_which_runs_computed_in_another_precision(tmp_path):
         "- **Precision:** the runs differ: 3 in mixed bfloat16 (CPU flags: avx2, avx512f, avx512_bf16); "
         "2 in float32 (CPU flags: avx2): `seed-3`, `seed-4`; 1 in mixed bfloat16 (CPU flags: not recorded): "
         "`seed-6`. `train_and_evaluate.mixed_precision` decides (as bound, or 'auto': bfloat16 only on CPUs "
-        "with bfloat16 instructions); the groups round differently."
+        "with bfloat16 instructions, unless the runner's --auto_precision says); the groups round differently."
     ]
     with open(report.write_report(runs_dir, str(tmp_path / "report"), plots=False)) as f:
         assert lines[0] in _header(f.read())
