@@ -145,7 +145,8 @@ def _run(run_dir):
                                     trainable_weights=[types.SimpleNamespace(shape=(10, 10))])
     stage = types.SimpleNamespace(name="pretrain", epochs=1.0, train_encoder=True)
     return types.SimpleNamespace(
-        dir=str(run_dir), config=types.SimpleNamespace(dataset="digits", batch_size=32), mixed_precision=False,
+        dir=str(run_dir), config=types.SimpleNamespace(dataset="digits", batch_size=32, mixed_precision=False),
+        mixed_precision=False,
         encoder=encoder, input_shape=(8, 8, 1), train_examples=64, source=types.SimpleNamespace(image_shape=(8, 8, 1)),
         plan=[stages.PlannedStage(stage, 0, 32, 2.0, 0, 2)], strategy=object(), replicas=1,
     )

@@ -104,7 +104,8 @@ def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished
     """The runner's long-lived trainer (supcon.experiment.worker): no state leaks from one point into the next."""
     from supcon.experiment.worker import Worker
 
-    server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
+    # The runner's --auto_precision reaches a trainer as SUPCON_AUTO_PRECISION: it decides 'auto' only.
+    server = Worker("supcon.main", dict(ENV, SUPCON_AUTO_PRECISION="mixed_bfloat16"), str(tmp_path / "startup.log"))
     try:
         def train(name, *params):
             request = {"op": "train", "workdir": str(tmp_path / name), "gin_files": [TINY],
@@ -114,10 +115,11 @@ def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished
         # Another seed, temperature and width, bf16 mixed precision and no op determinism: all process-wide
         # or graph state a leak would carry into the next point.
         other = train("other", "PRETRAIN_EPOCHS = 1", "LINEAR_EPOCHS = 1", "TEMPERATURE = 0.5", "WIDTH = 0.0625",
-                      "train_and_evaluate.seed = 1", "train_and_evaluate.mixed_precision = True",
+                      "train_and_evaluate.seed = 1", "train_and_evaluate.mixed_precision = 'auto'",
                       "train_and_evaluate.deterministic = False", "train_and_evaluate.knn_k = 0")
         assert other == {"code": 0, "retire": False}, (tmp_path / "other.log").read_text()[-3000:]
-        assert read(tmp_path / "other", wd.ENV)["mixed_precision"] is True
+        assert (read(tmp_path / "other", wd.ENV)["mixed_precision"], read(tmp_path / "other", wd.ENV)["precision_by"]) \
+            == (True, "--auto_precision")
         # A point that needs two logical CPUs cannot get them in a process whose TF has started.
         assert train("mirrored", "train_and_evaluate.topology = 'mirrored'",
                      "train_and_evaluate.num_devices = 2") == {"restart": True}
@@ -130,7 +132,8 @@ def test_served_process_trains_a_later_point_exactly_as_a_fresh_process(finished
     a, b = read(finished_run, wd.RESULT), read(tmp_path / "same", wd.RESULT)
     for key in ("eval/top1", "eval/top5", "eval/loss", "knn/top1", "step"):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7), key
-    assert read(tmp_path / "same", wd.ENV)["mixed_precision"] is False
+    assert (read(tmp_path / "same", wd.ENV)["mixed_precision"], read(tmp_path / "same", wd.ENV)["precision_by"]) \
+        == (False, "binding")  # the tiny recipe binds False, which --auto_precision does not touch
     losses = [[r["loss"] for r in train_records(d)] for d in (finished_run, tmp_path / "same")]
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-6)
     # The process did not exit after the point, yet its TensorBoard events are on disk, up to the final eval.
@@ -473,7 +476,8 @@ def test_memory_queue_run_killed_and_resumed_equals_an_uninterrupted_one(tmp_pat
     starts meanwhile)."""
     from supcon.experiment.worker import Worker
 
-    server = Worker("supcon.main", ENV, str(tmp_path / "startup.log"))
+    # The runner's --auto_precision reaches a trainer as SUPCON_AUTO_PRECISION: it decides 'auto' only.
+    server = Worker("supcon.main", dict(ENV, SUPCON_AUTO_PRECISION="mixed_bfloat16"), str(tmp_path / "startup.log"))
     try:
         kill_after_checkpoint(tmp_path / "killed", 8, *QUEUE)
 
