@@ -80,8 +80,8 @@ def list_points(plan: Plan, eval_only: bool, claim_timeout: float) -> int:
 
 def _sharing_note(plan: Plan, point, sharers: dict[str, str]) -> str:
     """grid.share_pretraining: where a new point's pretraining will come from (supcon.experiment.sharing), else ''.
-    An earlier point of the list with the same pretraining settings is its source if that one has finished its
-    pretraining when the point starts (so with --jobs 1)."""
+    An earlier point of the list with the same pretraining settings is its source: the runner starts it first and,
+    with several jobs, a point waits for a source still in its pretraining (supcon.experiment.launch)."""
     key = sharing.pretraining_hash(plan.settings[point.id])
     if key is None or os.environ.get("TF_CONFIG"):  # multi-host: nothing is shared (supcon.experiment.launch)
         return ""

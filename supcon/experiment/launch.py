@@ -97,6 +97,7 @@ class Launcher:
         self.lock = threading.Lock()
         self.active: dict[str, tuple[Claim, subprocess.Popen]] = {}
         self.lost: set[str] = set()  # run dirs whose claim another runner took over
+        self.pretraining: dict[str, str] = {}  # grid.share_pretraining: key -> the run dir training it here now
         self.secondary = secondary_worker()
         self.reuse = reuse
         self.idle: list[Worker] = list(workers)
@@ -112,19 +113,51 @@ class Launcher:
         self.display.start()
         try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                futures = [pool.submit(self.run_point, n, p) for n, p in enumerate(self.plan.points, 1)]
+                points = list(enumerate(self.plan.points, 1))
+                futures = {i: pool.submit(self.run_point, *points[i]) for i in self._start_order()}
                 try:
-                    outcomes = [f.result() for f in futures]
+                    outcomes = [futures[i].result() for i in range(len(points))]
                 except KeyboardInterrupt:
                     self.stop.set()
                     self._terminate_all()
-                    outcomes = [f.result() for f in futures]
+                    outcomes = [futures[i].result() for i in range(len(points))]
         finally:
             self.stop.set()
             self.display.close()
             for worker in self.workers:
                 worker.close()
         return outcomes
+
+    def _start_order(self) -> list[int]:
+        """Indices of the plan's points in the order the jobs take them: the grid's, except that with several jobs
+        and grid.share_pretraining every pretraining's first point comes before the points that could share it
+        (`sharing.first_of_each_pretraining`)."""
+        if self.jobs < 2 or not self.plan.trainer_recipe.share_pretraining:
+            return list(range(len(self.plan.points)))
+        keys = [sharing.pretraining_hash(self.plan.settings[p.id]) for p in self.plan.points]
+        return sharing.first_of_each_pretraining(keys)
+
+    def _await_source(self, key: str, gin_params: list, run_dir: str,
+                      poll: float = 2.0) -> tuple[str, str, int] | None:
+        """`sharing.find_source`, after waiting while another point of this runner trains the same pretraining (its
+        stage checkpoint is the source then; a job would otherwise train that pretraining again). None when there
+        is no source and no such point: the point then trains the pretraining itself, and the points of this
+        runner that share it wait for it. None once stopped."""
+        said = False
+        while not self.stop.is_set():
+            found = sharing.find_source(self.plan.runs_root, key, gin_params, run_dir)
+            if found is not None:
+                return found
+            with self.lock:
+                training = self.pretraining.setdefault(key, run_dir)
+            if training == run_dir:
+                return None
+            if not said:
+                self.display.message(f"waiting for the pretraining of {rel(training)} to start {rel(run_dir)} "
+                                     "from it (grid.share_pretraining)")
+                said = True
+            time.sleep(poll)
+        return None
 
     def run_point(self, n: int, point: grid.Point) -> Outcome:
         run_dir = self.plan.run_dir(point)
@@ -166,6 +199,8 @@ class Launcher:
         finally:
             with self.lock:
                 self.active.pop(run_dir, None)
+                for key in [k for k, d in self.pretraining.items() if d == run_dir]:
+                    del self.pretraining[key]  # its stage checkpoint, if it wrote one, is found from now on
             self.display.remove(run_dir)
             if not self.secondary:
                 claim.release()
@@ -246,16 +281,21 @@ class Launcher:
         pretraining's train_seconds or None) with grid.share_pretraining (supcon.experiment.sharing): for a new
         point, another run dir of the runs folder with the same pretraining settings and a stage checkpoint, copied
         into the point's run dir here; for a started point, what its point.json says. (None, None): none."""
+        key = record.get(sharing.SHARED_HASH)
         if status != reuse.NEW:
             previous = workdir.read_json(os.path.join(run_dir, workdir.POINT), {})
             previous = previous if isinstance(previous, dict) else {}
             shared, seconds = previous.get(sharing.SHARED_FROM), previous.get(sharing.SHARED_SECONDS)
-            return (shared, seconds) if isinstance(shared, str) else (None, None)
-        key = record.get(sharing.SHARED_HASH)
+            if isinstance(shared, str):
+                return shared, seconds
+            if key is not None:  # resuming its own pretraining: the points that share it wait for it
+                with self.lock:
+                    self.pretraining.setdefault(key, run_dir)
+            return None, None
         # Multi-host (TF_CONFIG): every worker restores its own checkpoint folder, and only this one would be seeded.
         if key is None or os.environ.get("TF_CONFIG") or not sharing.can_seed(run_dir):
             return None, None
-        found = sharing.find_source(self.plan.runs_root, key, record["gin_params"], run_dir)
+        found = self._await_source(key, record["gin_params"], run_dir)
         if found is None:
             return None, None
         source, prefix, step = found

@@ -137,6 +137,21 @@ def find_source(runs_folder: str, key: str, gin_params: list, exclude: str) -> t
     return best
 
 
+def first_of_each_pretraining(keys: list[str | None]) -> list[int]:
+    """The order in which several jobs should start points whose pretraining keys (`pretraining_hash`, None: shares
+    nothing) are `keys`: every pretraining's first point before any point that could share it, else the grid's
+    order (a stable sort by how many earlier points have the same key). Started together, two points of one
+    pretraining would each train their own; started in this order, the later one finds the earlier one's stage
+    checkpoint, or waits for it (supcon.experiment.launch)."""
+    seen: dict[str, int] = {}
+    rank = []
+    for key in keys:
+        rank.append(0 if key is None else seen.get(key, 0))
+        if key is not None:
+            seen[key] = seen.get(key, 0) + 1
+    return sorted(range(len(keys)), key=lambda i: rank[i])
+
+
 def can_seed(run_dir: str) -> bool:
     """Whether the run dir has nothing a seeding would overwrite: no checkpoint, status or metrics of its own."""
     ckpt = os.path.join(run_dir, workdir.CKPT_DIR)

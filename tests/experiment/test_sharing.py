@@ -222,3 +222,35 @@ def test_the_runner_trains_the_second_point_from_the_first_ones_pretraining(tmp_
     assert ", each shared pretraining counted once (" in report
     again = subprocess.run(cmd + ["--noreport"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout[-2000:]
+
+
+@pytest.mark.parametrize("keys, order", [
+    (["a", "a", "b", "b"], [0, 2, 1, 3]),  # a table9-like grid: each seed's siblings side by side
+    (["a", "b", "a", "b"], [0, 1, 2, 3]),  # already spread: the grid's order
+    ([None, "a", "a", None, "a"], [0, 1, 3, 2, 4]),  # points that share nothing keep their place among the firsts
+    ([None, None], [0, 1]),
+    ([], []),
+])
+def test_several_jobs_start_each_pretraining_before_the_points_that_share_it(keys, order):
+    assert sharing.first_of_each_pretraining(keys) == order
+
+
+@pytest.mark.slow  # three real trainings by the runner with two jobs
+def test_with_two_jobs_a_sibling_waits_for_the_pretraining_instead_of_training_it_again(tmp_path):
+    """Two jobs start two points of one pretraining together: one trains it, the other waits for its stage
+    checkpoint and trains its final stage only; the third finds it."""
+    (tmp_path / "shared.gin").write_text(RECIPE.format(tiny=TINY).replace("[1, 2]", "[1, 2, 3]"))
+    cmd = [sys.executable, os.path.join(ROOT, "runner.py"), str(tmp_path / "shared.gin"), "--jobs", "2",
+           "--runs_dir", str(tmp_path / "runs"), "--noreport", "--progress", "off"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "waiting for the pretraining of " in proc.stdout, proc.stdout
+    runs = [tmp_path / "runs" / "shared" / f"linear_epochs-{n}" for n in (1, 2, 3)]
+    sources = [wd.read_json(str(run / wd.POINT)).get(sharing.SHARED_FROM) for run in runs]
+    trained = [run for run, source in zip(runs, sources, strict=True) if source is None]
+    assert len(trained) == 1, sources  # one pretraining for the three points
+    assert all(source.endswith(trained[0].name) for source in sources if source is not None), sources
+    for run in runs:
+        log = (run / wd.LOG).read_text()
+        assert ("stage pretrain" in log) == (run == trained[0]), run.name
+        assert wd.read_json(str(run / wd.RESULT))["step"] > 0
