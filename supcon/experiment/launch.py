@@ -280,7 +280,9 @@ class Launcher:
         """(the run dir whose pretraining the point starts from, as point.json records it (`command_path`), that
         pretraining's train_seconds or None) with grid.share_pretraining (supcon.experiment.sharing): for a new
         point, another run dir of the runs folder with the same pretraining settings and a stage checkpoint, copied
-        into the point's run dir here; for a started point, what its point.json says. (None, None): none."""
+        into the point's run dir here; for a started point, what its point.json says (one that trains its own
+        pretraining is registered in `self.pretraining`, so that this runner's points that share it wait for it).
+        (None, None): none."""
         key = record.get(sharing.SHARED_HASH)
         if status != reuse.NEW:
             previous = workdir.read_json(os.path.join(run_dir, workdir.POINT), {})

@@ -159,9 +159,10 @@ def resolve_mixed_precision(value, topology: str) -> bool:
 
 def precision_by(value) -> str:
     """env.json's "precision_by" for a train_and_evaluate.mixed_precision binding (`workdir.PRECISION_BY`)."""
+    binding, hardware, flag = wd.PRECISION_BY
     if isinstance(value, bool):
-        return "binding"
-    return "hardware" if auto_precision() == "hardware" else "--auto_precision"
+        return binding
+    return hardware if auto_precision() == "hardware" else flag
 
 
 def build_config(**arguments: Any) -> RunConfig:
