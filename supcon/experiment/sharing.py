@@ -118,8 +118,9 @@ def stage_checkpoint(run_dir: str) -> tuple[str, int] | None:
 def find_source(runs_folder: str, key: str, gin_params: list, exclude: str) -> tuple[str, str, int] | None:
     """(run dir, stage checkpoint prefix, step) of a run dir in `runs_folder` (not `exclude`) whose point.json
     records the pretraining hash `key` and the same --gin_params, and that has a stage checkpoint; the one with
-    the latest step, then by name. None when there is none."""
-    best = None
+    the latest step, then one that trained that pretraining itself over one that copied it (so that point.json
+    names where a pretraining was trained, not a copy of a copy), then by name. None when there is none."""
+    best, best_rank = None, None
     try:
         names = sorted(os.listdir(runs_folder))
     except OSError:
@@ -132,8 +133,11 @@ def find_source(runs_folder: str, key: str, gin_params: list, exclude: str) -> t
         if not isinstance(point, dict) or point.get(SHARED_HASH) != key or point.get("gin_params") != gin_params:
             continue
         found = stage_checkpoint(run_dir)
-        if found and (best is None or found[1] > best[2]):
-            best = (run_dir, *found)
+        if not found:
+            continue
+        rank = (found[1], not isinstance(point.get(SHARED_FROM), str))
+        if best_rank is None or rank > best_rank:
+            best, best_rank = (run_dir, *found), rank
     return best
 
 

@@ -112,6 +112,22 @@ def test_a_source_needs_the_same_hash_the_same_params_and_a_complete_stage_check
     assert sharing.find_source(str(runs), "abcd1234", [], str(good)) is None  # never itself
 
 
+def test_a_source_that_trained_its_pretraining_wins_over_a_copy_of_it_at_the_same_step(tmp_path):
+    """A point that copied the pretraining (first by name here) is not named as the source while the run that
+    trained it is there: point.json names where a pretraining was trained, not a copy of a copy."""
+    runs = tmp_path / "runs"
+    copy = make_source(runs / "a-copy")
+    point = wd.read_json(str(copy / wd.POINT))
+    wd.write_json_atomic(copy / wd.POINT, {**point, sharing.SHARED_FROM: "runs/x/b-trained"})
+    trained = make_source(runs / "b-trained")
+    found = sharing.find_source(str(runs), "abcd1234", [], str(runs / "me"))
+    assert found is not None and found[0] == str(trained)
+    later = make_source(runs / "c-later-copy", step=30)  # a later stage checkpoint still comes first
+    wd.write_json_atomic(later / wd.POINT, {**point, sharing.SHARED_FROM: "runs/x/b-trained"})
+    assert sharing.find_source(str(runs), "abcd1234", [], str(runs / "me"))[0] == str(later)
+    assert sharing.find_source(str(runs), "abcd1234", [], str(trained))[0] == str(later)
+
+
 def test_seeding_copies_the_checkpoint_as_the_latest_and_the_metrics_up_to_it(tmp_path):
     source = make_source(tmp_path / "runs" / "a")
     run_dir = tmp_path / "runs" / "b"
