@@ -199,6 +199,13 @@ PRETRAINING_SECONDS = "pretraining_seconds"  # point.json: that pretraining's tr
 PATH_FIELDS = ("recipe", "copied_from", PRETRAINING_FROM)  # point.json's other paths
 
 
+def pretraining_from(point: Any) -> str | None:
+    """The run dir a point.json (`point`, as read) says its pretraining came from (`grid.share_pretraining`), None
+    when it trained its own."""
+    source = point.get(PRETRAINING_FROM) if isinstance(point, dict) else None
+    return source if isinstance(source, str) else None
+
+
 def portable_point(point: Any, root: str) -> Any:
     """A point.json as a committed record keeps it: its paths (the recipe, the gin files, where it was copied from)
     relative to `root` (the checkout the runner ran in) when they lie inside it, else their base names, so no

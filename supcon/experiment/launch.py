@@ -286,10 +286,9 @@ class Launcher:
         key = record.get(sharing.SHARED_HASH)
         if status != reuse.NEW:
             previous = workdir.read_json(os.path.join(run_dir, workdir.POINT), {})
-            previous = previous if isinstance(previous, dict) else {}
-            shared, seconds = previous.get(sharing.SHARED_FROM), previous.get(sharing.SHARED_SECONDS)
-            if isinstance(shared, str):
-                return shared, seconds
+            shared = workdir.pretraining_from(previous)
+            if shared is not None:
+                return shared, previous.get(sharing.SHARED_SECONDS)
             if key is not None:  # resuming its own pretraining: the points that share it wait for it
                 with self.lock:
                     self.pretraining.setdefault(key, run_dir)

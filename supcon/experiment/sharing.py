@@ -135,7 +135,7 @@ def find_source(runs_folder: str, key: str, gin_params: list, exclude: str) -> t
         found = stage_checkpoint(run_dir)
         if not found:
             continue
-        rank = (found[1], not isinstance(point.get(SHARED_FROM), str))
+        rank = (found[1], workdir.pretraining_from(point) is None)
         if best_rank is None or rank > best_rank:
             best, best_rank = (run_dir, *found), rank
     return best

@@ -201,10 +201,11 @@ def _number(value: object) -> float:
 def shared_pretraining(runs: list[Run]) -> list[str]:
     """Which points trained only their final stage, from another point's pretraining (`grid.share_pretraining`,
     point.json `pretraining_from`): one line naming them and their sources; none when no point shared."""
-    shared = [r for r in runs if r.state != SKIPPED and isinstance(r.point.get(workdir.PRETRAINING_FROM), str)]
+    shared = [(r, workdir.pretraining_from(r.point)) for r in runs if r.state != SKIPPED]
+    shared = [(r, source) for r, source in shared if source is not None]
     if not shared:
         return []
-    sources = {r.slug: r.point[workdir.PRETRAINING_FROM].replace("\\", "/").rpartition("/")[2] for r in shared}
+    sources = {r.slug: source.replace("\\", "/").rpartition("/")[2] for r, source in shared}
     pairs = ", ".join(f"`{slug}` from `{source}`" for slug, source in sorted(sources.items()))
     n = len(shared)
     return [
